@@ -1,0 +1,247 @@
+"""Shard storage: deterministic names, atomic writes, manifests written last, verified reads.
+
+A shard is ``<stage_dir>/part-NNNNN.parquet`` with ``part-NNNNN.manifest.json`` beside it and,
+for filtering stages, ``_rejected/part-NNNNN.parquet``. The manifest is written after every data
+file is in place, so its presence means "this shard is complete". Paths are plain strings, local
+or any fsspec URL; the same code writes to a laptop disk and to ``s3://``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline_lib import __version__
+
+MANIFEST_SUFFIX = ".manifest.json"
+REJECTED_DIR = "_rejected"
+
+
+class ShardError(RuntimeError):
+    """A shard that is missing, incomplete or does not match its manifest."""
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def join(*parts: str) -> str:
+    head, *rest = parts
+    return "/".join([head.rstrip("/")] + [p.strip("/") for p in rest if p])
+
+
+def filesystem(path: str, storage_options: dict | None = None) -> fsspec.AbstractFileSystem:
+    fs, _ = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    return fs
+
+
+def _strip(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    return fs._strip_protocol(path)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    # Fixed writer settings so equal tables give byte-identical files (reruns change nothing).
+    pq.write_table(table, sink, compression="zstd", write_statistics=True, use_dictionary=True)
+    return sink.getvalue().to_pybytes()
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write under a temporary name, then rename, so a reader never sees half a file.
+
+    On object stores (no rename), a single PUT is already all-or-nothing; the manifest written
+    last is what marks a shard complete either way.
+    """
+    path = _strip(fs, path)
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    if _is_local(fs):
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        with fs.open(path, "wb") as f:
+            f.write(data)
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+def read_bytes(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+    with fs.open(_strip(fs, path), "rb") as f:
+        return f.read()
+
+
+def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    return fs.exists(_strip(fs, path))
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str  # relative to the stage dir
+    rows: int
+    bytes: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "rows": self.rows, "bytes": self.bytes, "sha256": self.sha256}
+
+
+def manifest_path(stage_dir: str, name: str) -> str:
+    return join(stage_dir, name + MANIFEST_SUFFIX)
+
+
+def data_path(stage_dir: str, name: str) -> str:
+    return join(stage_dir, name + ".parquet")
+
+
+def rejected_path(stage_dir: str, name: str) -> str:
+    return join(stage_dir, REJECTED_DIR, name + ".parquet")
+
+
+def write_table_file(fs, stage_dir: str, rel_path: str, table: pa.Table) -> FileEntry:
+    data = table_to_parquet_bytes(table)
+    write_bytes_atomic(fs, join(stage_dir, rel_path), data)
+    return FileEntry(rel_path, table.num_rows, len(data), sha256_bytes(data))
+
+
+def write_manifest(fs, stage_dir: str, name: str, manifest: dict[str, Any]) -> None:
+    blob = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    write_bytes_atomic(fs, manifest_path(stage_dir, name), blob)
+
+
+def build_manifest(
+    *,
+    stage: str,
+    name: str,
+    files: dict[str, FileEntry],
+    schema: pa.Schema,
+    counters: dict[str, int],
+    seconds: float,
+    config_hash: str,
+    inputs: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "stage": stage,
+        "shard": name,
+        "files": {k: v.to_dict() for k, v in files.items()},
+        "rows": files["kept"].rows if "kept" in files else 0,
+        "schema": schema.to_string(show_schema_metadata=False),
+        "counters": dict(sorted(counters.items())),
+        "seconds": round(seconds, 4),
+        "code_version": __version__,
+        "config_hash": config_hash,
+        "inputs": inputs,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra or {}),
+    }
+
+
+def load_manifest(fs, stage_dir: str, name: str) -> dict[str, Any] | None:
+    path = manifest_path(stage_dir, name)
+    if not exists(fs, path):
+        return None
+    try:
+        return json.loads(read_bytes(fs, path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ShardError(f"{path}: manifest is not valid JSON ({e})") from None
+
+
+def list_shards(fs, stage_dir: str) -> list[str]:
+    """Names of the complete shards (those with a manifest) of a stage, sorted."""
+    base = _strip(fs, stage_dir)
+    if not fs.exists(base):
+        return []
+    names = []
+    for p in fs.ls(base, detail=False):
+        leaf = p.rsplit("/", 1)[-1]
+        if leaf.endswith(MANIFEST_SUFFIX) and leaf.startswith("part-"):
+            names.append(leaf[: -len(MANIFEST_SUFFIX)])
+    return sorted(names)
+
+
+def read_verified(fs, stage_dir: str, name: str, which: str = "kept", columns: list[str] | None = None) -> pa.Table:
+    """Read one file of a shard after checking it against the manifest: checksum and row count."""
+    manifest = load_manifest(fs, stage_dir, name)
+    if manifest is None:
+        raise ShardError(f"{manifest_path(stage_dir, name)}: no manifest, shard is incomplete")
+    entry = manifest["files"].get(which)
+    if entry is None:
+        raise ShardError(f"{manifest_path(stage_dir, name)}: manifest lists no '{which}' file")
+    path = join(stage_dir, entry["path"])
+    try:
+        data = read_bytes(fs, path)
+    except FileNotFoundError:
+        raise ShardError(f"{path}: listed in its manifest but missing") from None
+    actual = sha256_bytes(data)
+    if actual != entry["sha256"]:
+        raise ShardError(f"{path}: checksum mismatch: manifest sha256 {entry['sha256']}, file sha256 {actual} "
+                         f"({len(data)} bytes, manifest says {entry['bytes']})")
+    table = pq.read_table(io.BytesIO(data), columns=columns)
+    if table.num_rows != entry["rows"]:
+        raise ShardError(f"{path}: row count {table.num_rows} does not match manifest ({entry['rows']})")
+    return table
+
+
+def verify_stage_dir(fs, stage_dir: str) -> list[str]:
+    """Re-check every shard of a stage; returns a list of problems (empty = all good)."""
+    problems = []
+    for name in list_shards(fs, stage_dir):
+        try:
+            manifest = load_manifest(fs, stage_dir, name)
+        except ShardError as e:
+            problems.append(str(e))
+            continue
+        for which, entry in manifest.get("files", {}).items():
+            path = join(stage_dir, entry["path"])
+            if not fs.exists(_strip(fs, path)):
+                problems.append(f"{path}: missing")
+                continue
+            data = read_bytes(fs, path)
+            actual = sha256_bytes(data)
+            if actual != entry["sha256"]:
+                problems.append(f"{path}: checksum mismatch: manifest sha256 {entry['sha256']}, file sha256 {actual}")
+                continue
+            if entry["path"].endswith(".parquet"):
+                try:
+                    rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+                except Exception as e:  # a corrupt file whose checksum was forged into the manifest
+                    problems.append(f"{path}: unreadable parquet ({e})")
+                    continue
+                if rows != entry["rows"]:
+                    problems.append(f"{path}: row count {rows} does not match manifest ({entry['rows']})")
+    return problems
+
+
+def remove_temp_files(fs, stage_dir: str) -> int:
+    """Delete leftovers of killed writes (``.tmp-*``); they are never read as shards."""
+    removed = 0
+    for sub in (stage_dir, join(stage_dir, REJECTED_DIR)):
+        base = _strip(fs, sub)
+        if not fs.exists(base):
+            continue
+        for p in fs.ls(base, detail=False):
+            if p.rsplit("/", 1)[-1].startswith(".tmp-"):
+                fs.rm(p)
+                removed += 1
+    return removed

@@ -1,0 +1,186 @@
+"""The stage contract and the generic runner that owns all shard I/O.
+
+A stage is a pure function from one input table to a ``StageResult``. The runner reads the input
+shard (verifying its manifest), calls the stage, checks ``rows_in == kept + rejected``, writes the
+kept and rejected files atomically and the manifest last. A shard whose manifest already matches
+(same config hash, same input checksums) is skipped, so a rerun redoes nothing and touches nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, ClassVar, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline_lib import shards
+from pipeline_lib.config import PipelineConfig
+from pipeline_lib.schema import REJECT_REASON
+
+
+class ContractError(RuntimeError):
+    """A stage broke the contract (lost or invented rows, rejected rows without reasons)."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    kept: pa.Table
+    rejected: pa.Table  # the dropped input rows plus a `reject_reason` column
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def split(cls, table: pa.Table, reasons: Sequence[str | None], counters: dict[str, int] | None = None,
+              rejected_extra: dict[str, Sequence[Any]] | None = None) -> "StageResult":
+        """Build kept/rejected from a per-row reason list (None = keep).
+
+        ``rejected_extra`` adds columns to the rejected rows only (aligned with all rows; values of
+        kept rows are ignored), e.g. the id of the document a duplicate was matched to.
+        """
+        if len(reasons) != table.num_rows:
+            raise ContractError(f"{len(reasons)} reasons for {table.num_rows} rows")
+        reason_arr = pa.array(reasons, pa.string())
+        keep_mask = pc.is_null(reason_arr)
+        kept = table.filter(keep_mask)
+        drop_mask = pc.invert(keep_mask)
+        rejected = table.filter(drop_mask).append_column(REJECT_REASON, reason_arr.filter(drop_mask))
+        for name, values in (rejected_extra or {}).items():
+            rejected = rejected.append_column(name, pa.array(values).filter(drop_mask))
+        return cls(kept, rejected, dict(counters or {}))
+
+    @classmethod
+    def keep_all(cls, table: pa.Table, counters: dict[str, int] | None = None) -> "StageResult":
+        empty = table.schema.append(pa.field(REJECT_REASON, pa.string())).empty_table()
+        return cls(table, empty, dict(counters or {}))
+
+
+class Stage(ABC):
+    """One per-document step. Subclasses set ``name``/``section`` and write ``process``."""
+
+    name: ClassVar[str]  # the stage key, e.g. "extract"
+    section: ClassVar[str]  # the config section whose hash identifies this stage's behaviour
+
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def process(self, table: pa.Table) -> StageResult: ...
+
+    def config_hash(self) -> str:
+        return self.cfg.section_hash(self.section)
+
+    def manifest_extra(self) -> dict[str, Any]:
+        """Extra facts recorded in every manifest this stage writes (e.g. the tokenizer's hash)."""
+        return {}
+
+
+# Stage key -> "module:Class"; modules load lazily so a run pays only for what it uses.
+STAGE_CLASSES = {
+    "urlfilter": "pipeline_lib.urlfilter:UrlFilterStage",
+    "extract": "pipeline_lib.extract:ExtractStage",
+    "langid": "pipeline_lib.langid:LangIdStage",
+    "quality": "pipeline_lib.quality:QualityStage",
+    "pii": "pipeline_lib.pii:PiiStage",
+    "tokens": "pipeline_lib.tokenization:TokenizeStage",
+}
+
+
+def stage_class(key: str) -> type[Stage]:
+    try:
+        mod, cls = STAGE_CLASSES[key].split(":")
+    except KeyError:
+        raise KeyError(f"unknown stage {key!r}; known: {sorted(STAGE_CLASSES)}") from None
+    return getattr(importlib.import_module(mod), cls)
+
+
+@lru_cache(maxsize=16)
+def _cached_stage(key: str, cfg_json: str, base_dir: str) -> Stage:
+    from pipeline_lib.config import PipelineConfig
+
+    cfg = PipelineConfig.model_validate_json(cfg_json)
+    cfg.base_dir = base_dir
+    return stage_class(key)(cfg)
+
+
+def build_stage(key: str, cfg: PipelineConfig) -> Stage:
+    """A stage instance, cached per process: models (fastText, presidio) load once per worker."""
+    return _cached_stage(key, cfg.model_dump_json(), cfg.base_dir)
+
+
+def check_result(stage_name: str, rows_in: int, result: StageResult) -> None:
+    kept, rejected = result.kept.num_rows, result.rejected.num_rows
+    if rows_in != kept + rejected:
+        raise ContractError(f"stage {stage_name}: rows_in {rows_in} != kept {kept} + rejected {rejected}")
+    if rejected:
+        if REJECT_REASON not in result.rejected.column_names:
+            raise ContractError(f"stage {stage_name}: rejected rows have no {REJECT_REASON} column")
+        if result.rejected.column(REJECT_REASON).null_count:
+            raise ContractError(f"stage {stage_name}: rejected rows without a reason")
+
+
+def reason_counts(rejected: pa.Table) -> dict[str, int]:
+    if rejected.num_rows == 0:
+        return {}
+    counts = Counter(rejected.column(REJECT_REASON).to_pylist())
+    return {f"rejected.{k}": v for k, v in counts.items()}
+
+
+def input_entries(fs, in_dir: str, name: str) -> list[dict[str, Any]]:
+    manifest = shards.load_manifest(fs, in_dir, name)
+    if manifest is None:
+        raise shards.ShardError(f"{shards.manifest_path(in_dir, name)}: input shard is incomplete")
+    kept = manifest["files"]["kept"]
+    return [{"stage": manifest["stage"], "shard": name, "sha256": kept["sha256"], "rows": kept["rows"]}]
+
+
+def is_done(fs, out_dir: str, name: str, config_hash: str, inputs: list[dict[str, Any]]) -> dict | None:
+    """The existing manifest if this shard is already complete for exactly these inputs and config."""
+    manifest = shards.load_manifest(fs, out_dir, name)
+    if manifest and manifest.get("config_hash") == config_hash and manifest.get("inputs") == inputs:
+        return manifest
+    return None
+
+
+def summary_from_manifest(manifest: dict[str, Any], skipped: bool) -> dict[str, Any]:
+    c = manifest["counters"]
+    return {"stage": manifest["stage"], "shard": manifest["shard"], "rows_in": c.get("rows_in", 0),
+            "kept": c.get("kept", 0), "rejected": c.get("rejected", 0), "skipped": skipped,
+            "seconds": manifest["seconds"]}
+
+
+def write_result(fs, out_dir: str, name: str, stage_name: str, rows_in: int, result: StageResult,
+                 config_hash: str, inputs: list[dict[str, Any]], seconds: float,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write kept + rejected files, then the manifest; returns the manifest."""
+    check_result(stage_name, rows_in, result)
+    files = {"kept": shards.write_table_file(fs, out_dir, f"{name}.parquet", result.kept)}
+    if result.rejected.num_rows:
+        files["rejected"] = shards.write_table_file(fs, out_dir, f"{shards.REJECTED_DIR}/{name}.parquet", result.rejected)
+    counters = {"rows_in": rows_in, "kept": result.kept.num_rows, "rejected": result.rejected.num_rows,
+                **reason_counts(result.rejected), **result.counters}
+    manifest = shards.build_manifest(stage=stage_name, name=name, files=files, schema=result.kept.schema,
+                                     counters=counters, seconds=seconds, config_hash=config_hash,
+                                     inputs=inputs, extra=extra)
+    shards.write_manifest(fs, out_dir, name, manifest)
+    return manifest
+
+
+def run_shard(stage: Stage, fs, in_dir: str, out_dir: str, name: str, out_stage: str | None = None) -> dict[str, Any]:
+    """Run one stage on one shard: skip if done, else read-verify, process, write, manifest last."""
+    out_stage = out_stage or out_dir.rstrip("/").rsplit("/", 1)[-1]
+    inputs = input_entries(fs, in_dir, name)
+    config_hash = stage.config_hash()
+    done = is_done(fs, out_dir, name, config_hash, inputs)
+    if done:
+        return summary_from_manifest(done, skipped=True)
+    t0 = time.perf_counter()
+    table = shards.read_verified(fs, in_dir, name)
+    result = stage.process(table)
+    manifest = write_result(fs, out_dir, name, out_stage, table.num_rows, result, config_hash, inputs,
+                            time.perf_counter() - t0, extra=stage.manifest_extra())
+    return summary_from_manifest(manifest, skipped=False)
