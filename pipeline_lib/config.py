@@ -70,7 +70,7 @@ class CrawlConfig(_Model):
 
 
 class SourceConfig(_Model):
-    kind: Literal["crawl", "warc", "crawl+warc", "docs"] = "crawl"
+    kind: Literal["crawl", "warc", "docs"] = Field("crawl", description="Where documents come from.")
     warc_paths: list[str] = Field(default_factory=list, description="WARC files or URLs (for kind warc).")
     docs_paths: list[str] = Field(default_factory=list, description="Cleaned-document files (for kind docs).")
     records_per_shard: int = Field(1000, ge=1)
@@ -78,7 +78,16 @@ class SourceConfig(_Model):
 
 class UrlFilterConfig(_Model):
     enabled: bool = True
-    blocklist_files: list[str] = Field(default_factory=list, description="Files of domains / host+path entries.")
+    blocklist_files: list[str] = Field(
+        default_factory=list,
+        description="Files, one entry a line (# comments): a domain (blocks it and its subdomains) or host/path prefix.")
+    ut1_dir: str | None = Field(None, description="A UT1-layout blocklist folder: <category>/domains and <category>/urls.")
+    ut1_categories: list[str] = Field(default_factory=lambda: ["adult"], description="UT1 categories to load.")
+    url_word_rules: bool = Field(True, description="FineWeb-style banned / soft word rules on the URL text.")
+    banned_words_file: str | None = Field(None, description="Hard banned URL tokens; None = the bundled list.")
+    banned_subwords_file: str | None = Field(None, description="Substrings of the letters-and-digits URL; None = bundled.")
+    soft_words_file: str | None = Field(None, description="Soft URL tokens; None = the bundled list.")
+    soft_words_min: int = Field(2, ge=1, description="This many different soft words in one URL block it (FineWeb: 2).")
 
 
 class ExtractConfig(_Model):
@@ -128,24 +137,82 @@ class DedupConfig(_Model):
 
 class PiiConfig(_Model):
     enabled: bool = True
-    entities: list[str] = Field(default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS"])
-    score_threshold: float = Field(0.4, ge=0, le=1)
+    entities: list[str] = Field(
+        default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN"],
+        description="Presidio entity types to scrub.")
+    operator: Literal["placeholder", "fake", "hash", "mask"] = Field(
+        "placeholder", description="Default operator: <EMAIL>-style tag, FineWeb-style fixed fake value, salted hash, mask.")
+    operators: dict[str, Literal["placeholder", "fake", "hash", "mask"]] = Field(
+        default_factory=dict, description="Per-entity operator overrides, e.g. {IP_ADDRESS: fake}.")
+    placeholders: dict[str, str] = Field(default_factory=dict, description="Override the <TAG> of an entity.")
+    hash_salt: str | None = Field(None, description="Salt (>= 16 chars) for the hash operator; None = random per value.")
+    mask_char: str = Field("*", min_length=1, max_length=1)
+    keep_private_ips: bool = Field(True, description="Like FineWeb: only public IP addresses are replaced.")
+    score_threshold: float = Field(0.4, ge=0, le=1, description="Minimum presidio score of a span.")
+    max_spans: int | None = Field(None, ge=0, description="Reject documents with more spans (pii_too_many_spans).")
+    phone_regions: list[str] = Field(
+        default_factory=lambda: ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU", "BE", "CH", "SE", "NL", "IE", "AT"],
+        description="Regions whose national phone formats are recognised (international +NN always are).")
+    nlp_model: str | None = Field(None, description="Installed spaCy model name for NER entities; None = blank pipeline.")
+    fast_path: bool = Field(True, description="Skip texts/windows without candidate characters before presidio.")
+
+    @field_validator("hash_salt")
+    @classmethod
+    def _salt_length(cls, v: str | None) -> str | None:
+        if v is not None and len(v.encode()) < 16:
+            raise ValueError("hash_salt must be at least 16 bytes (presidio's minimum)")
+        return v
+
+
+class TokenizerTrainConfig(_Model):
+    vocab_size: int = Field(2048, ge=258, le=1_000_000, description="Total ids, special tokens included.")
+    min_frequency: int = Field(2, ge=1, description="A pair seen fewer times is never merged.")
+    pattern: Literal["cl100k", "gpt2"] = Field("cl100k", description="Pre-split regex, as tiktoken's encodings.")
+    special_tokens: list[str] = Field(default_factory=lambda: ["<|endoftext|>"], description="<|endoftext|> is always first.")
+    max_train_bytes: int = Field(200_000_000, ge=1, description="Train on at most this much text (first shards).")
 
 
 class TokenizeConfig(_Model):
-    encoding: str = Field("gpt2", description="tiktoken encoding or model name.")
+    source: Literal["pretrained", "dir", "train"] = Field(
+        "pretrained", description="pretrained: tiktoken `encoding`; dir: `tokenizer_dir`; train: BPE on this run's text.")
+    encoding: str = Field("gpt2", description="tiktoken encoding or model name (source: pretrained).")
+    tokenizer_dir: str | None = Field(None, description="A folder saved by `crawl2model train-tokenizer` (source: dir).")
+    train: TokenizerTrainConfig = Field(default_factory=TokenizerTrainConfig, description="For source: train.")
     append_eot: bool = Field(True, description="End-of-text token after each document.")
+    threads: int = Field(0, ge=0, le=256, description="Encoder threads per shard task; 0 = CPUs / run.workers.")
+    shuffle_seed: int | None = Field(None, description="Shuffle documents within each shard with this seed; None = keep order.")
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> "TokenizeConfig":
+        if self.source == "dir" and not self.tokenizer_dir:
+            raise ValueError("source 'dir' needs tokenizer_dir")
+        return self
 
 
 class TrainConfig(_Model):
     enabled: bool = True
-    preset: str = Field("tiny", description="Model preset (tiny, small, gpt2-124m).")
-    max_steps: int = Field(20, ge=1)
-    batch_size: int = Field(8, ge=1)
-    block_size: int = Field(64, ge=8)
-    learning_rate: float = Field(3e-3, gt=0)
+    preset: str = Field("tiny", description="Model preset (tiny, small, gpt2-124m, gpt2-350m).")
+    max_steps: int = Field(20, ge=1, description="Optimizer steps.")
+    batch_size: int = Field(8, ge=1, description="Micro-batch (sequences) per rank per forward pass.")
+    grad_accum_steps: int = Field(1, ge=1, description="Micro-batches per optimizer step (per rank).")
+    block_size: int | None = Field(None, ge=8, description="Context length; None = the preset's.")
+    learning_rate: float = Field(3e-3, gt=0, description="Peak learning rate after warmup.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine decays to learning_rate * this.")
+    warmup_steps: int = Field(5, ge=0, description="Linear warmup from 0 to learning_rate.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decay, matrices only.")
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    grad_clip: float = Field(1.0, ge=0, description="Max global gradient norm; 0 = no clipping.")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of tokens held out (whole documents).")
+    eval_interval: int = Field(10, ge=1, description="Validation loss every N steps (and at the end).")
+    eval_batches: int = Field(4, ge=1, description="Micro-batches per validation estimate.")
+    checkpoint_interval: int = Field(50, ge=1, description="Write ckpt.pt every N steps (and at the end).")
     seed: int = 1337
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bf16 autocast on CUDA.")
+    compile: bool = Field(False, description="torch.compile the model (CUDA; minutes of warmup).")
+    peak_flops: float | None = Field(None, gt=0, description="Per-device peak FLOP/s for MFU; None = known GPU table.")
 
 
 class PipelineConfig(_Model):

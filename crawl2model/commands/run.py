@@ -1,0 +1,43 @@
+"""``crawl2model run``: the whole DAG on the embedded Prefect (or whichever PREFECT_API_URL points at)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run the whole pipeline on one partition")
+    p.add_argument("--config", required=True, help="pipeline YAML (e.g. configs/small.yaml)")
+    p.add_argument("--run-dir", help="explicit run dir (default: <data_root>/<name>/<partition> from the config)")
+    p.add_argument("--partition", help="override run.partition (a date or crawl id)")
+    p.add_argument("--data-root", help="override run.data_root (local path or fsspec URL)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline_lib.config import load_config
+
+    overrides = {}
+    if args.partition:
+        overrides.setdefault("run", {})["partition"] = args.partition
+    if args.data_root:
+        overrides.setdefault("run", {})["data_root"] = args.data_root
+    cfg = load_config(args.config, overrides)  # a bad config fails here, before Prefect starts
+    print(f"crawl2model: running {args.config} (partition {cfg.run.partition})", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+
+    from flows.pipeline import pipeline
+    from pipeline_lib import report, shards
+
+    result = pipeline(config_path=args.config, partition=args.partition, data_root=args.data_root,
+                      run_dir=args.run_dir)
+    run_dir = result["run_dir"]
+    print(report.funnel_text(report.funnel(shards.filesystem(run_dir), run_dir)))
+    print(f"\ndone in {time.perf_counter() - t0:.1f}s; outputs in {run_dir}")
+    train = result.get("train") or {}
+    if train.get("checkpoint"):
+        print(f"checkpoint: {train['checkpoint']}")
+        print(f'try: crawl2model sample {train["checkpoint"]} "The garden"')
+    return 0

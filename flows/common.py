@@ -1,0 +1,121 @@
+"""What every flow shares: config resolution, the task runner, mapping a stage over its shards.
+
+Flows read like a table of contents; the mechanics live here and in pipeline_lib.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Callable
+
+from prefect import get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipeline_lib import pipeline
+from pipeline_lib.config import PipelineConfig, load_config
+from pipeline_lib.pipeline import ConfigRef
+from tasks.shard_tasks import stage_shard_task
+
+DEFAULT_CONFIG = "configs/small.yaml"
+
+
+def resolve(config_path: str, partition: str | None = None, data_root: str | None = None,
+            run_dir: str | None = None) -> tuple[PipelineConfig, ConfigRef, str]:
+    """Load and validate the config (fails before any work), apply overrides, make the run dir."""
+    overrides: dict[str, Any] = {}
+    if partition:
+        overrides.setdefault("run", {})["partition"] = partition
+    if data_root:
+        overrides.setdefault("run", {})["data_root"] = data_root
+    cfg = load_config(config_path, overrides)
+    if run_dir:
+        root, _, part = run_dir.rstrip("/").rpartition("/")
+        parent, _, name = root.rpartition("/")
+        # An explicit run dir is <data_root>/<name>/<partition>; keep what the config says otherwise.
+        if parent and name and part:
+            run_cfg = cfg.run.model_copy(update={"data_root": parent, "name": name, "partition": part})
+            cfg = cfg.model_copy(update={"run": run_cfg})
+    return cfg, ConfigRef.of(cfg), pipeline.prepare_run(cfg)
+
+
+def task_runner(cfg: PipelineConfig):
+    """Threads that hand shards to the worker-process pool (default), or a Dask cluster."""
+    if cfg.run.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if cfg.run.dask_address:
+            return DaskTaskRunner(address=cfg.run.dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.run.workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None})
+    return ThreadPoolTaskRunner(max_workers=max(cfg.run.workers * 2, 4))
+
+
+def summarize(key: str, results: list[dict[str, Any]]) -> dict[str, Any]:
+    total = {"stage": key, "shards": len(results), "skipped": sum(bool(r.get("skipped")) for r in results)}
+    for field in ("rows_in", "kept", "rejected"):
+        total[field] = sum(int(r.get(field, 0)) for r in results)
+    total["seconds"] = round(sum(float(r.get("seconds", 0.0)) for r in results), 3)
+    return total
+
+
+def map_over_shards(key: str, names: list[str], submit: Callable[[str], Any]) -> dict[str, Any]:
+    """Submit one task per shard, report progress as an artifact, wait, and summarise."""
+    logger = get_run_logger()
+    progress_id = create_progress_artifact(0.0, description=f"{key}: shards done of {len(names)}") if names else None
+    futures = [submit(n) for n in names]
+    results = []
+    for i, fut in enumerate(futures, 1):
+        results.append(fut.result())
+        if progress_id:
+            update_progress_artifact(progress_id, 100.0 * i / len(names))
+    summary = summarize(key, results)
+    logger.warning("%s: %d shards (%d already done), %d in, %d kept, %d rejected",
+                   key, summary["shards"], summary["skipped"], summary["rows_in"], summary["kept"], summary["rejected"])
+    print_progress(summary)
+    return summary
+
+
+def print_progress(summary: dict[str, Any]) -> None:
+    s = summary
+    note = f" ({s['skipped']} already done)" if s.get("skipped") else ""
+    print(f"  {s['stage']:<10} {s['shards']:>3} shards{note}: {s['rows_in']} in, {s['kept']} kept, "
+          f"{s['rejected']} rejected", file=sys.stderr, flush=True)
+
+
+def run_stage(ref: ConfigRef, run_dir: str, key: str) -> dict[str, Any]:
+    cfg = ref.load()
+    if not pipeline.enabled(cfg, key):
+        return {"stage": key, "disabled": True}
+    pipeline.begin_stage(ref, run_dir, key)
+    names = pipeline.list_input_shards(ref, run_dir, key)
+    return map_over_shards(key, names, lambda n: stage_shard_task.submit(ref, run_dir, key, n))
+
+
+def stage_cli(flow_fn, description: str) -> None:
+    """`python flows/<stage>.py --config PATH [--partition P] [--run-dir DIR]` for every flow file."""
+    from crawl2model.env import configure_environment
+
+    configure_environment()
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--config", default=DEFAULT_CONFIG)
+    ap.add_argument("--partition")
+    ap.add_argument("--run-dir")
+    args = ap.parse_args()
+    result = flow_fn(config_path=args.config, partition=args.partition, run_dir=args.run_dir)
+    print(result)
+
+
+def make_stage_flow(key: str, doc: str):
+    """The flow of one per-document stage: map its one-shard task over the input shards."""
+    from prefect import flow
+
+    def stage_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
+                   run_dir: str | None = None) -> dict:
+        _, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
+        return run_stage(ref, run_dir, key)
+
+    stage_flow.__doc__ = doc.strip().splitlines()[0]
+    stage_flow.__name__ = f"{key}_flow"
+    return flow(name=key, task_runner=ThreadPoolTaskRunner(max_workers=8))(stage_flow)

@@ -1,0 +1,26 @@
+"""Source: crawl the seeds (or ingest WARC / cleaned documents) into 00_crawl page shards.
+
+`python flows/crawl.py --config configs/small.yaml`
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script
+
+from prefect import flow  # noqa: E402
+
+from flows.common import DEFAULT_CONFIG, resolve, stage_cli  # noqa: E402
+from tasks.shard_tasks import source_task  # noqa: E402
+
+
+@flow(name="crawl")
+def crawl_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
+               run_dir: str | None = None) -> dict:
+    """Fill the run's source folder; resumes a killed crawl, does nothing for a finished one."""
+    _, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
+    return source_task(ref, run_dir)
+
+
+if __name__ == "__main__":
+    stage_cli(crawl_flow, __doc__)

@@ -1,0 +1,16 @@
+"""Text extraction: HTML to main text with trafilatura.
+
+Run alone over an existing run dir: `python flows/extract.py --config configs/small.yaml`.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script
+
+from flows.common import make_stage_flow, stage_cli  # noqa: E402
+
+extract_flow = make_stage_flow("extract", __doc__)
+
+if __name__ == "__main__":
+    stage_cli(extract_flow, __doc__)

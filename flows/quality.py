@@ -1,0 +1,16 @@
+"""Quality filters: Gopher, C4 and FineWeb rules.
+
+Run alone over an existing run dir: `python flows/quality.py --config configs/small.yaml`.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script
+
+from flows.common import make_stage_flow, stage_cli  # noqa: E402
+
+quality_flow = make_stage_flow("quality", __doc__)
+
+if __name__ == "__main__":
+    stage_cli(quality_flow, __doc__)

@@ -1,0 +1,194 @@
+"""The DAG as plain data and functions: which stage reads which folder, and one-shard entry points.
+
+Flows in ``flows/`` decide *when* things run (and retry them); this module decides *what* runs.
+Every function takes small, picklable arguments (a config as JSON, paths, shard names) so it can
+run in a worker process or on a Dask worker and return a small summary dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline_lib import shards
+from pipeline_lib.config import PipelineConfig, dump_config
+from pipeline_lib.schema import STAGE_DIRS
+
+
+@dataclass(frozen=True)
+class ConfigRef:
+    """A config that travels to workers: its JSON plus the folder relative paths resolve against."""
+
+    json: str
+    base_dir: str
+
+    @classmethod
+    def of(cls, cfg: PipelineConfig) -> "ConfigRef":
+        return cls(cfg.model_dump_json(), cfg.base_dir)
+
+    def load(self) -> PipelineConfig:
+        cfg = PipelineConfig.model_validate_json(self.json)
+        cfg.base_dir = self.base_dir
+        return cfg
+
+
+# Per-document stages in pipeline order (dedup is the global one in the middle).
+CURATION_STAGES = ["urlfilter", "extract", "langid", "quality"]
+POST_DEDUP_STAGES = ["pii", "tokens"]
+ORDER = ["crawl", "urlfilter", "extract", "langid", "quality", "dedup", "pii", "tokens", "train"]
+
+
+def stage_dir(run_dir: str, key: str) -> str:
+    return shards.join(run_dir, STAGE_DIRS[key])
+
+
+def enabled(cfg: PipelineConfig, key: str) -> bool:
+    if key in ("crawl", "tokens"):
+        return True
+    if cfg.source.kind == "docs" and key in ("urlfilter", "extract"):
+        return False  # cleaned documents enter the DAG at 02_extract
+    section = {"tokens": "tokenize"}.get(key, key)
+    return bool(getattr(getattr(cfg, section), "enabled", True))
+
+
+def source_dir(cfg: PipelineConfig, run_dir: str) -> str:
+    """Where the source's shards land: pages at 00_crawl, cleaned documents at 02_extract."""
+    return stage_dir(run_dir, "extract" if cfg.source.kind == "docs" else "crawl")
+
+
+def input_dir(cfg: PipelineConfig, run_dir: str, key: str) -> str:
+    """The output folder of the nearest earlier stage that runs (a disabled stage is skipped over)."""
+    idx = ORDER.index(key)
+    src = source_dir(cfg, run_dir)
+    for prev in reversed(ORDER[1:idx]):
+        d = stage_dir(run_dir, prev)
+        if d == src:
+            return src
+        if enabled(cfg, prev):
+            return d
+    return src
+
+
+def prepare_run(cfg: PipelineConfig) -> str:
+    """Create the run dir and record the resolved config (rewritten only if it changed)."""
+    run_dir = cfg.run_dir
+    fs = shards.filesystem(run_dir, cfg.run.storage_options)
+    fs.makedirs(fs._strip_protocol(run_dir), exist_ok=True)
+    path = shards.join(run_dir, "config.yaml")
+    text = dump_config(cfg).encode()
+    if not shards.exists(fs, path) or shards.read_bytes(fs, path) != text:
+        shards.write_bytes_atomic(fs, path, text)
+    return run_dir
+
+
+def fs_for(cfg: PipelineConfig, path: str):
+    return shards.filesystem(path, cfg.run.storage_options)
+
+
+def list_input_shards(ref: ConfigRef, run_dir: str, key: str) -> list[str]:
+    cfg = ref.load()
+    d = input_dir(cfg, run_dir, key)
+    return shards.list_shards(fs_for(cfg, d), d)
+
+
+def begin_stage(ref: ConfigRef, run_dir: str, key: str) -> None:
+    """Before a stage maps over shards: clear leftovers of killed writes (never read as shards)."""
+    cfg = ref.load()
+    d = stage_dir(run_dir, key)
+    shards.remove_temp_files(fs_for(cfg, d), d)
+
+
+def run_stage_shard(ref: ConfigRef, run_dir: str, key: str, name: str) -> dict[str, Any]:
+    """Run one per-document stage on one shard (skips if its manifest already matches)."""
+    from pipeline_lib.stage import build_stage, run_shard
+
+    cfg = ref.load()
+    stage = build_stage(key, cfg)
+    in_dir, out_dir = input_dir(cfg, run_dir, key), stage_dir(run_dir, key)
+    return run_shard(stage, fs_for(cfg, out_dir), in_dir, out_dir, name)
+
+
+def run_source(ref: ConfigRef, run_dir: str, progress=None) -> dict[str, Any]:
+    """Fill the source folder: crawl (with the bundled site when enabled), WARC or cleaned documents."""
+    from pipeline_lib import crawl
+
+    cfg = ref.load()
+    fs = fs_for(cfg, run_dir)
+    out = source_dir(cfg, run_dir)
+    summaries: dict[str, Any] = {}
+    kind = cfg.source.kind
+    if kind == "docs":
+        paths = [cfg.resolve_path(p) for p in cfg.source.docs_paths]
+        return {"docs": crawl.ingest_docs(paths, fs, out, records_per_shard=cfg.source.records_per_shard)}
+    if kind == "warc":
+        paths = [cfg.resolve_path(p) for p in cfg.source.warc_paths]
+        summaries["warc"] = crawl.ingest_warc(paths, fs, out, cfg.source.records_per_shard,
+                                              storage_options=cfg.run.storage_options)
+    else:
+        summaries["crawl"] = _crawl_with_sample_site(cfg, fs, out, progress)
+    return summaries
+
+
+def _crawl_with_sample_site(cfg: PipelineConfig, fs, out: str, progress) -> dict[str, Any]:
+    from contextlib import nullcontext
+
+    from pipeline_lib import crawl
+
+    site = cfg.crawl.sample_site
+    if site.enabled:
+        from pipeline_lib.sample_site.server import serve_sample_site
+
+        ctx = serve_sample_site(site.port)
+    else:
+        ctx = nullcontext(None)
+    with ctx as base_url:
+        if base_url:
+            seeds = [s.replace("{sample_site}", base_url) for s in cfg.crawl.seeds]
+            allow = sorted(set(cfg.crawl.allow_private_hosts) | {"127.0.0.1"})
+            crawl_cfg = cfg.crawl.model_copy(update={"seeds": seeds, "allow_private_hosts": allow})
+            cfg = cfg.model_copy(update={"crawl": crawl_cfg})
+        return crawl.run_crawl(cfg, fs, out, progress=progress)
+
+
+# Dedup is the one global stage: signatures per shard (map), one clustering (reduce), filter (map).
+def _dedup_dirs(cfg: PipelineConfig, run_dir: str) -> tuple[str, str, str, str]:
+    out = stage_dir(run_dir, "dedup")
+    return input_dir(cfg, run_dir, "dedup"), shards.join(out, "_signatures"), shards.join(out, "_clusters"), out
+
+
+def dedup_signatures_shard(ref: ConfigRef, run_dir: str, name: str) -> dict[str, Any]:
+    from pipeline_lib import dedup
+
+    cfg = ref.load()
+    in_dir, sig_dir, _, _ = _dedup_dirs(cfg, run_dir)
+    return dedup.run_signatures_shard(cfg, fs_for(cfg, run_dir), in_dir, sig_dir, name)
+
+
+def dedup_cluster(ref: ConfigRef, run_dir: str) -> dict[str, Any]:
+    from pipeline_lib import dedup
+
+    cfg = ref.load()
+    _, sig_dir, clusters_dir, _ = _dedup_dirs(cfg, run_dir)
+    return dedup.run_clustering(cfg, fs_for(cfg, run_dir), sig_dir, clusters_dir)
+
+
+def dedup_filter_shard(ref: ConfigRef, run_dir: str, name: str) -> dict[str, Any]:
+    from pipeline_lib import dedup
+
+    cfg = ref.load()
+    in_dir, _, clusters_dir, out_dir = _dedup_dirs(cfg, run_dir)
+    return dedup.run_filter_shard(cfg, fs_for(cfg, run_dir), in_dir, clusters_dir, out_dir, name)
+
+
+def prepare_tokenizer(ref: ConfigRef, run_dir: str) -> dict[str, Any]:
+    from pipeline_lib import tokenization
+
+    cfg = ref.load()
+    return tokenization.prepare_tokenizer(cfg, fs_for(cfg, run_dir), run_dir)
+
+
+def run_train(ref: ConfigRef, run_dir: str, progress=None) -> dict[str, Any]:
+    from pipeline_lib.model.train import train
+
+    cfg = ref.load()
+    return train(cfg, fs_for(cfg, run_dir), stage_dir(run_dir, "tokens"), stage_dir(run_dir, "train"), progress=progress)

@@ -1,0 +1,64 @@
+"""Run summaries built from manifests alone: the per-stage funnel and its renderings.
+
+Everything here reads only manifest JSON (never the data), so inspecting a run of any size is
+cheap and works on an object store.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from pipeline_lib import shards
+from pipeline_lib.schema import STAGES
+
+
+def funnel(fs, run_dir: str) -> list[dict[str, Any]]:
+    """One row per stage that has shards: rows in, kept, rejected, reasons, counters, seconds."""
+    rows = []
+    for stage in STAGES:
+        d = shards.join(run_dir, stage)
+        names = shards.list_shards(fs, d)
+        if not names:
+            continue
+        totals: Counter[str] = Counter()
+        seconds = 0.0
+        for name in names:
+            manifest = shards.load_manifest(fs, d, name) or {}
+            totals.update({k: v for k, v in manifest.get("counters", {}).items() if isinstance(v, (int, float))})
+            seconds += manifest.get("seconds", 0.0)
+        reasons = {k.split(".", 1)[1]: int(v) for k, v in sorted(totals.items()) if k.startswith("rejected.")}
+        other = {k: v for k, v in sorted(totals.items())
+                 if k not in ("rows_in", "kept", "rejected") and not k.startswith("rejected.")}
+        rows.append({"stage": stage, "shards": len(names), "rows_in": int(totals["rows_in"]),
+                     "kept": int(totals["kept"]), "rejected": int(totals["rejected"]),
+                     "reasons": reasons, "counters": other, "seconds": round(seconds, 3)})
+    return rows
+
+
+def funnel_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = ["| stage | shards | rows in | kept | rejected | reasons |", "|---|---:|---:|---:|---:|---|"]
+    for r in rows:
+        reasons = ", ".join(f"{k}: {v}" for k, v in r["reasons"].items()) or "-"
+        lines.append(f"| {r['stage']} | {r['shards']} | {r['rows_in']} | {r['kept']} | {r['rejected']} | {reasons} |")
+    return "\n".join(lines)
+
+
+def funnel_text(rows: list[dict[str, Any]]) -> str:
+    header = f"{'stage':<14}{'shards':>7}{'rows in':>10}{'kept':>10}{'rejected':>10}  reasons"
+    out = [header, "-" * len(header)]
+    for r in rows:
+        reasons = ", ".join(f"{k}={v}" for k, v in r["reasons"].items())
+        out.append(f"{r['stage']:<14}{r['shards']:>7}{r['rows_in']:>10}{r['kept']:>10}{r['rejected']:>10}  {reasons}")
+    return "\n".join(out)
+
+
+def verify_run(fs, run_dir: str) -> list[str]:
+    """Every problem found re-checking every manifest of every stage of a run."""
+    problems = []
+    for stage in STAGES:
+        d = shards.join(run_dir, stage)
+        problems.extend(shards.verify_stage_dir(fs, d))
+        for sub in ("_signatures", "_clusters"):
+            problems.extend(shards.verify_stage_dir(fs, shards.join(d, sub)))
+    return problems

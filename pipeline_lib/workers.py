@@ -1,0 +1,56 @@
+"""A process pool for shard work, started once per run and reused by every stage.
+
+Prefect tasks run in threads (cheap to start, cheap to wait); each task hands its shard to this
+pool, so CPU-bound stages use every core and heavy models (fastText, presidio, tokenizers) load
+once per worker process for the whole run instead of once per stage. Workers are spawned, not
+forked: the parent holds Prefect's threads and event loop, which do not survive a fork.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Callable
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+_size = 0
+
+
+def _init_worker() -> None:
+    # Each worker is one core's worth of work: keep native libraries from oversubscribing.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
+
+def get_pool(size: int) -> ProcessPoolExecutor:
+    global _pool, _size
+    with _lock:
+        if _pool is None or _size != size:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ProcessPoolExecutor(max_workers=size, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_init_worker)
+            _size = size
+        return _pool
+
+
+def submit(size: int, fn: Callable[..., Any], *args: Any) -> Future:
+    return get_pool(size).submit(fn, *args)
+
+
+def call(size: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` in the pool and wait (``size`` = 0 runs it inline in this process)."""
+    if size <= 0:
+        return fn(*args)
+    return submit(size, fn, *args).result()
+
+
+def shutdown() -> None:
+    global _pool
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True, cancel_futures=True)
+            _pool = None
