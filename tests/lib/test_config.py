@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline_lib.config import ConfigError, PipelineConfig, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["small.yaml", "pipeline.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_config(REPO / "configs" / name)
+    assert isinstance(cfg, PipelineConfig)
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("run:\n  partition: x\nextract:\n  favour_precision: true\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "extract.favour_precision" in msg and "unknown key" in msg
+
+
+def test_bounds_are_checked(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("run:\n  workers: 0\n")
+    with pytest.raises(ConfigError, match=r"run\.workers"):
+        load_config(p)
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    p = tmp_path / "broken.yaml"
+    p.write_text("run: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_langid_threshold_bounds():
+    with pytest.raises(ConfigError, match="langid.languages"):
+        parse_config({"langid": {"languages": {"en": 1.5}}})
+
+
+def test_partition_must_be_a_safe_path_component():
+    with pytest.raises(ConfigError, match="run.partition"):
+        parse_config({"run": {"partition": "../../etc"}})
+
+
+def test_run_dir_derives_from_partition_and_hash_is_stable(tmp_path):
+    a = parse_config({"run": {"data_root": str(tmp_path), "name": "n", "partition": "2026-01-02"}})
+    b = parse_config({"run": {"data_root": str(tmp_path), "name": "n", "partition": "2026-01-02"}})
+    assert a.run_dir == f"{tmp_path}/n/2026-01-02"
+    assert a.section_hash("extract") == b.section_hash("extract")
+    c = parse_config({"extract": {"favor_precision": False}})
+    assert c.section_hash("extract") != a.section_hash("extract")
+
+
+def test_overrides_merge(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("run:\n  name: x\n  partition: a\n")
+    cfg = load_config(p, {"run": {"partition": "b"}})
+    assert (cfg.run.name, cfg.run.partition) == ("x", "b")

@@ -1,0 +1,150 @@
+"""Shard I/O and the stage runner on small Arrow tables in a temp dir."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pytest
+
+from pipeline_lib import shards
+from pipeline_lib.config import parse_config
+from pipeline_lib.stage import ContractError, Stage, StageResult, check_result, run_shard, write_result
+
+
+def _docs(n: int, start: int = 0) -> pa.Table:
+    return pa.table({"id": [f"d{i}" for i in range(start, start + n)],
+                     "url": [f"http://h/{i}" for i in range(start, start + n)],
+                     "text": ["x" * (i % 7) for i in range(start, start + n)]})
+
+
+def _write_input(fs, d, name, table):
+    write_result(fs, d, name, "00_test", table.num_rows, StageResult.keep_all(table), "h", [], 0.0)
+
+
+class DropShort(Stage):
+    name = "dropshort"
+    section = "quality"
+
+    def process(self, table):
+        reasons = [None if len(t) >= 3 else "too_short" for t in table.column("text").to_pylist()]
+        return StageResult.split(table, reasons, {"dropshort.checked": table.num_rows})
+
+
+class LosesRows(DropShort):
+    def process(self, table):
+        return StageResult.keep_all(table.slice(1))
+
+
+def test_shard_names_are_deterministic():
+    assert shards.shard_name(0) == "part-00000" and shards.shard_name(123) == "part-00123"
+
+
+def test_write_read_roundtrip_and_manifest(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    d = str(tmp_path / "00_test")
+    _write_input(fs, d, "part-00000", _docs(10))
+    m = shards.load_manifest(fs, d, "part-00000")
+    assert m["rows"] == 10 and m["files"]["kept"]["bytes"] == os.path.getsize(f"{d}/part-00000.parquet")
+    assert {"sha256", "rows", "bytes"} <= set(m["files"]["kept"])
+    assert "id: string" in m["schema"] and m["config_hash"] == "h" and m["code_version"]
+    assert shards.read_verified(fs, d, "part-00000").equals(_docs(10))
+    assert shards.list_shards(fs, d) == ["part-00000"]
+    assert not [f for f in os.listdir(d) if f.startswith(".tmp-")]
+
+
+def test_equal_tables_give_byte_identical_files():
+    assert shards.table_to_parquet_bytes(_docs(50)) == shards.table_to_parquet_bytes(_docs(50))
+
+
+def test_flipped_byte_is_caught_naming_file_and_checksums(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    d = str(tmp_path / "s")
+    _write_input(fs, d, "part-00000", _docs(20))
+    path = f"{d}/part-00000.parquet"
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(shards.ShardError) as e:
+        shards.read_verified(fs, d, "part-00000")
+    m = shards.load_manifest(fs, d, "part-00000")
+    assert path in str(e.value) and m["files"]["kept"]["sha256"] in str(e.value)
+    assert shards.sha256_bytes(bytes(data)) in str(e.value)
+    assert any("checksum mismatch" in p for p in shards.verify_stage_dir(fs, d))
+
+
+def test_truncated_shard_and_missing_manifest(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    d = str(tmp_path / "s")
+    _write_input(fs, d, "part-00000", _docs(20))
+    path = f"{d}/part-00000.parquet"
+    open(path, "r+b").truncate(100)
+    with pytest.raises(shards.ShardError, match="checksum mismatch"):
+        shards.read_verified(fs, d, "part-00000")
+    # A data file without a manifest is an unfinished shard: never listed, never read.
+    open(f"{d}/part-00001.parquet", "wb").write(shards.table_to_parquet_bytes(_docs(3)))
+    assert shards.list_shards(fs, d) == ["part-00000"]
+    with pytest.raises(shards.ShardError, match="incomplete"):
+        shards.read_verified(fs, d, "part-00001")
+
+
+def test_runner_conserves_rows_counts_reasons_and_skips_when_done(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    cfg = parse_config({})
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    _write_input(fs, src, "part-00000", _docs(14))
+    s1 = run_shard(DropShort(cfg), fs, src, out, "part-00000")
+    assert s1["rows_in"] == 14 and s1["kept"] + s1["rejected"] == 14 and not s1["skipped"]
+    rejected = shards.read_verified(fs, out, "part-00000", which="rejected")
+    assert set(rejected.column("reject_reason").to_pylist()) == {"too_short"}
+    m = shards.load_manifest(fs, out, "part-00000")
+    assert m["counters"]["rejected.too_short"] == s1["rejected"] and m["counters"]["dropshort.checked"] == 14
+    before = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
+    s2 = run_shard(DropShort(cfg), fs, src, out, "part-00000")
+    assert s2["skipped"] and s2["kept"] == s1["kept"]
+    assert before == {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
+
+
+def test_runner_redoes_shard_when_input_or_config_changes(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    _write_input(fs, src, "part-00000", _docs(14))
+    run_shard(DropShort(parse_config({})), fs, src, out, "part-00000")
+    changed = parse_config({"quality": {"enabled": False}})  # another section hash
+    assert not run_shard(DropShort(changed), fs, src, out, "part-00000")["skipped"]
+    _write_input(fs, src, "part-00000", _docs(15))
+    assert run_shard(DropShort(changed), fs, src, out, "part-00000")["rows_in"] == 15
+
+
+def test_contract_violations_are_errors(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    _write_input(fs, src, "part-00000", _docs(5))
+    with pytest.raises(ContractError, match="rows_in 5"):
+        run_shard(LosesRows(parse_config({})), fs, src, out, "part-00000")
+    assert shards.list_shards(fs, out) == []  # nothing half-written looks complete
+    t = _docs(2)
+    bad = StageResult(t.slice(0, 1), t.slice(1).append_column("reject_reason", pa.array([None], pa.string())))
+    with pytest.raises(ContractError, match="without a reason"):
+        check_result("x", 2, bad)
+
+
+def test_failed_write_leaves_no_complete_looking_shard(tmp_path, monkeypatch):
+    fs = shards.filesystem(str(tmp_path))
+    out = str(tmp_path / "out")
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shards, "write_manifest", boom)
+    with pytest.raises(OSError):
+        write_result(fs, out, "part-00000", "x", 3, StageResult.keep_all(_docs(3)), "h", [], 0.0)
+    assert shards.list_shards(fs, out) == []
+
+
+def test_remove_temp_files(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / ".tmp-abc-part-00000.parquet").write_bytes(b"half")
+    assert shards.remove_temp_files(fs, str(d)) == 1 and not list(d.iterdir())
