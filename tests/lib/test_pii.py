@@ -1,0 +1,166 @@
+"""PII stage: each entity type, the operators, private IPs, max_spans, offline use, no leaks."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+import pyarrow as pa
+import pytest
+
+from pipeline_lib.config import ConfigError, parse_config
+from pipeline_lib.pii import PiiScrubber, PiiStage
+from pipeline_lib.pii.anonymize import FAKE_VALUES
+
+# Values that pass presidio's validators (Luhn, IBAN checksum, SSN rules, public suffix).
+SAMPLES = {
+    "EMAIL_ADDRESS": "jane.doe@university.edu",
+    "PHONE_NUMBER": "(212) 555-7341",
+    "IP_ADDRESS": "86.121.97.248",
+    "CREDIT_CARD": "4007 0707 5369 0781",
+    "IBAN_CODE": "GB56HXDO88167774656119",
+    "US_SSN": "853-37-1694",
+}
+PLACEHOLDERS = {"EMAIL_ADDRESS": "<EMAIL>", "PHONE_NUMBER": "<PHONE>", "IP_ADDRESS": "<IP>",
+                "CREDIT_CARD": "<CREDIT_CARD>", "IBAN_CODE": "<IBAN>", "US_SSN": "<SSN>"}
+ALL_PII_TEXT = ("Write to jane.doe@university.edu or call (212) 555-7341. Server 86.121.97.248 logged "
+                "card 4007 0707 5369 0781, IBAN GB56HXDO88167774656119 and SSN 853-37-1694.")
+
+
+def stage(**pii) -> PiiStage:
+    return PiiStage(parse_config({"pii": pii}))
+
+
+def docs(*texts) -> pa.Table:
+    return pa.table({"id": [str(i) for i in range(len(texts))], "url": ["http://x.test/"] * len(texts),
+                     "text": pa.array(list(texts), pa.string())})
+
+
+@pytest.fixture(scope="module")
+def default_stage() -> PiiStage:
+    return PiiStage(parse_config({}))
+
+
+@pytest.mark.parametrize("entity", sorted(SAMPLES))
+def test_each_entity_type_is_replaced_by_its_placeholder(default_stage, entity):
+    value = SAMPLES[entity]
+    result = default_stage.process(docs(f"Here it is: {value} - thanks."))
+    text = result.kept.column("text")[0].as_py()
+    assert value not in text
+    assert text == f"Here it is: {PLACEHOLDERS[entity]} - thanks."
+    assert result.counters[f"pii.{entity}"] == 1
+    assert result.kept.column("pii_spans").to_pylist() == [1]
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_fast_path_and_plain_analyzer_agree(fast_path):
+    st = stage(fast_path=fast_path)
+    text = st.process(docs(ALL_PII_TEXT)).kept.column("text")[0].as_py()
+    assert text == ("Write to <EMAIL> or call <PHONE>. Server <IP> logged card <CREDIT_CARD>, "
+                    "IBAN <IBAN> and SSN <SSN>.")
+
+
+def test_text_without_pii_is_untouched_and_nothing_rejected(default_stage):
+    plain = "The 2019 season had 12 games; scores were 3-1, 2-2 and 10.5 points per game on avg."
+    result = default_stage.process(docs(plain, None, ""))
+    assert result.kept.column("text").to_pylist() == [plain, None, ""]
+    assert result.rejected.num_rows == 0
+    assert result.kept.column("pii_spans").to_pylist() == [0, 0, 0]
+
+
+def test_invalid_numbers_are_not_replaced(default_stage):
+    # Fails Luhn, fails the IBAN checksum, an SSN area number never issued, an out-of-range octet.
+    text = "card 4007 0707 5369 0782, IBAN GB56HXDO88167774656118, SSN 666-37-1694, ip 300.1.2.3"
+    assert default_stage.process(docs(text)).kept.column("text")[0].as_py() == text
+
+
+def test_private_and_reserved_ips_are_kept_by_default_like_fineweb(default_stage):
+    text = "lan 192.168.1.20, loopback 127.0.0.1, doc net 203.0.113.5, public 8.8.4.4"
+    result = default_stage.process(docs(text))
+    assert result.kept.column("text")[0].as_py() == "lan 192.168.1.20, loopback 127.0.0.1, doc net 203.0.113.5, public <IP>"
+    assert result.counters["pii.IP_ADDRESS"] == 1
+    assert result.counters["pii.IP_ADDRESS_private_kept"] == 3
+
+
+def test_private_ips_replaced_when_configured():
+    result = stage(keep_private_ips=False).process(docs("lan 192.168.1.20 and 8.8.4.4"))
+    assert result.kept.column("text")[0].as_py() == "lan <IP> and <IP>"
+
+
+def test_fake_operator_uses_fineweb_values_in_turn():
+    st = stage(operator="fake")
+    text = st.process(docs("a@mail.com b@mail.com c@mail.com from 8.8.8.8, 1.1.1.1")).kept.column("text")[0].as_py()
+    emails, ips = FAKE_VALUES["EMAIL_ADDRESS"], FAKE_VALUES["IP_ADDRESS"]
+    assert sorted(text.split(" from ")[0].split()) == sorted([emails[0], emails[1], emails[0]])
+    assert set(text.split(" from ")[1].split(", ")) == {ips[0], ips[1]}
+    # Deterministic per document: the same input gives the same output whatever ran before.
+    assert st.process(docs("x@mail.com")).kept.column("text")[0].as_py() in emails
+    assert st.process(docs("x@mail.com")).kept.column("text").to_pylist() == \
+        st.process(docs("x@mail.com")).kept.column("text").to_pylist()
+
+
+def test_hash_operator_is_salted_and_stable():
+    salt_a, salt_b = "a-salt-of-16-bytes!", "another-salt-16bytes"
+    out_a = stage(operator="hash", hash_salt=salt_a).process(docs("mail jane@corp.com", "jane@corp.com"))
+    out_b = stage(operator="hash", hash_salt=salt_b).process(docs("mail jane@corp.com"))
+    first, second = out_a.kept.column("text").to_pylist()
+    digest = first.removeprefix("mail ")
+    assert len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+    assert second == digest  # same value, same salt -> same hash
+    assert out_b.kept.column("text")[0].as_py() != first  # another salt -> another hash
+
+
+def test_hash_salt_must_be_long_enough():
+    with pytest.raises(ConfigError, match="hash_salt"):
+        parse_config({"pii": {"hash_salt": "short"}})
+
+
+def test_mask_operator_and_per_entity_overrides():
+    st = stage(operator="mask", mask_char="#", operators={"EMAIL_ADDRESS": "placeholder"},
+               placeholders={"EMAIL_ADDRESS": "[email]"})
+    text = st.process(docs("jane@corp.com / 853-37-1694")).kept.column("text")[0].as_py()
+    assert text == "[email] / ###########"
+
+
+def test_only_configured_entities_are_touched():
+    st = stage(entities=["EMAIL_ADDRESS"])
+    text = st.process(docs(ALL_PII_TEXT)).kept.column("text")[0].as_py()
+    assert "<EMAIL>" in text and SAMPLES["PHONE_NUMBER"] in text and SAMPLES["US_SSN"] in text
+
+
+def test_max_spans_rejects_with_reason_and_scrubs_the_rejected_copy():
+    result = stage(max_spans=2).process(docs(ALL_PII_TEXT, "just jane@corp.com"))
+    assert result.kept.column("id").to_pylist() == ["1"]
+    assert result.rejected.column("reject_reason").to_pylist() == ["pii_too_many_spans"]
+    rejected_text = result.rejected.column("text")[0].as_py()
+    assert not any(v in rejected_text for v in SAMPLES.values())
+
+
+def test_disabled_stage_keeps_everything_unchanged():
+    result = stage(enabled=False).process(docs(ALL_PII_TEXT))
+    assert result.kept.column("text")[0].as_py() == ALL_PII_TEXT
+
+
+def test_no_network_access_while_building_and_scrubbing(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    st = PiiStage(parse_config({"pii": {"fast_path": False}}))  # the analyzer engine path too
+    out = st.process(docs(ALL_PII_TEXT, "mail to someone@sub.example.co.uk")).kept
+    assert out.column("text").to_pylist()[1] == "mail to <EMAIL>"
+    scrubber = PiiScrubber(parse_config({}))
+    assert scrubber.scrub("x someone@domain.org")[0] == "x <EMAIL>"
+
+
+def test_no_found_value_reaches_logs_counters_or_outputs(caplog):
+    caplog.set_level(logging.DEBUG)
+    result = stage().process(docs(ALL_PII_TEXT, ALL_PII_TEXT.upper()))
+    blobs = [caplog.text, json.dumps(result.counters),
+             json.dumps(result.kept.to_pylist()), json.dumps(result.rejected.to_pylist())]
+    for value in SAMPLES.values():
+        for blob in blobs:
+            assert value not in blob and value.lower() not in blob.lower()
