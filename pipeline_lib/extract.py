@@ -1,0 +1,327 @@
+"""Main-text extraction: page rows (HTML) in, document rows (plain text + title/date/language hint) out.
+
+trafilatura does the extraction with FineWeb's setting (``favor_precision``). Two things are ours:
+
+* a selectolax pre-pass (``pipeline_lib.htmlclean``-style, see ``prune_html``) that drops subtrees
+  which can never be main text (scripts, styles, svg, forms, comments, inline data blobs) before
+  lxml ever parses them: less to parse, fewer nodes for trafilatura's scoring;
+* a hard per-document time limit. Extraction runs in a helper *process* (one per thread using the
+  stage) that the stage talks to over a pipe; when a page takes longer than ``timeout_seconds`` the
+  helper is killed (SIGKILL cannot be ignored, not even by a C loop inside lxml) and restarted, the
+  page is rejected with ``extract_timeout`` and the shard goes on. A signal-based alarm would only
+  work in the main thread and cannot interrupt C code; a process works in Prefect's process pool
+  workers, in plain threads and in tests alike. ``subprocess`` (not ``multiprocessing``) is used
+  because daemonic pool workers may not start multiprocessing children.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import re
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline_lib.config import ExtractConfig, PipelineConfig
+from pipeline_lib.schema import TIMESTAMP
+from pipeline_lib.stage import Stage, StageResult
+
+# The columns a document row has after this stage (html and headers are dropped: they are big and
+# nothing downstream reads them; the page shards keep them).
+DOC_FIELDS = [
+    ("id", pa.string()),
+    ("url", pa.string()),
+    ("text", pa.string()),
+    ("title", pa.string()),
+    ("date", pa.string()),
+    ("language_hint", pa.string()),
+    ("fetched_at", TIMESTAMP),
+    ("source", pa.string()),
+]
+DROPPED_COLUMNS = {"html", "headers"}
+
+# Tags whose whole subtree is never main text. Tables stay (trafilatura may keep them when asked);
+# <form> goes: a form's labels and buttons are interface text, not content.
+NEVER_TEXT_TAGS = ("script", "style", "noscript", "svg", "math", "iframe", "object", "embed", "template",
+                   "canvas", "form", "select", "button", "input", "textarea", "video", "audio", "map")
+# Above this many characters an inline attribute (data: URIs, serialised JSON state) is dropped.
+HUGE_ATTRIBUTE_CHARS = 2048
+_LANG_RE = re.compile(r"^[A-Za-z]{2,3}(?=$|[-_])")
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    favor_precision: bool = True
+    include_tables: bool = False
+    include_comments: bool = False
+    prune: bool = True
+    min_text_chars: int = 1
+
+    @classmethod
+    def from_config(cls, c: ExtractConfig) -> "ExtractOptions":
+        return cls(favor_precision=c.favor_precision, include_tables=c.include_tables,
+                   include_comments=c.include_comments, prune=getattr(c, "prune_html", True),
+                   min_text_chars=c.min_text_chars)
+
+
+def language_from_tag(value: str | None) -> str | None:
+    """'en-US' -> 'en'; anything that does not start like a language code -> None."""
+    if not value:
+        return None
+    m = _LANG_RE.match(value.strip())
+    return m.group(0).lower() if m else None
+
+
+def prune_html(html: str) -> tuple[str, str | None]:
+    """Drop never-text subtrees with selectolax; returns (smaller HTML, language of <html lang>)."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    tree = LexborHTMLParser(html)
+    root = tree.root
+    lang = None
+    if root is not None:
+        lang = language_from_tag(root.attrs.get("lang") or root.attrs.get("xml:lang"))
+    if lang is None:
+        meta = tree.css_first('meta[http-equiv="content-language" i], meta[property="og:locale"]')
+        if meta is not None:
+            lang = language_from_tag(meta.attrs.get("content"))
+    # JSON-LD stays: trafilatura and htmldate read the title, author and date from it.
+    for script in tree.css("script"):
+        if (script.attrs.get("type") or "").strip().lower() != "application/ld+json":
+            script.decompose()
+    tree.strip_tags([t for t in NEVER_TEXT_TAGS if t != "script"])
+    body = tree.body
+    if body is not None:
+        for node in body.traverse(include_text=False):
+            attrs = node.attributes
+            if attrs and any(v and len(v) > HUGE_ATTRIBUTE_CHARS for v in attrs.values()):
+                for k, v in list(attrs.items()):
+                    if v and len(v) > HUGE_ATTRIBUTE_CHARS:
+                        del node.attrs[k]
+    return tree.html or "", lang
+
+
+def extract_page(html: str | None, url: str | None, opts: ExtractOptions) -> dict[str, Any]:
+    """Extract one page in this process. Returns {'text','title','date','language_hint'} or {'reason'}."""
+    import trafilatura
+
+    if not html or not html.strip():
+        return {"reason": "extract_empty"}
+    lang = None
+    if opts.prune:
+        html, lang = prune_html(html)
+    doc = trafilatura.bare_extraction(
+        html, url=url, favor_precision=opts.favor_precision, include_comments=opts.include_comments,
+        include_tables=opts.include_tables, include_images=False, with_metadata=True,
+    )
+    text = (doc.text if doc is not None else None) or ""
+    if len(text.strip()) < max(1, opts.min_text_chars):
+        return {"reason": "extract_empty"}
+    return {"text": text, "title": doc.title, "date": doc.date,
+            "language_hint": language_from_tag(doc.language) or lang}
+
+
+# --------------------------------------------------------------------------- the helper process
+_HEADER = struct.Struct("!I")
+
+
+def _send(stream, obj: Any) -> None:
+    blob = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(blob)) + blob)
+    stream.flush()
+
+
+def _recv_exact(stream, n: int) -> bytes:
+    buf = stream.read(n)
+    if buf is None or len(buf) != n:
+        raise EOFError("pipe closed")
+    return buf
+
+
+def _worker_main() -> None:  # runs in the helper process
+    proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
+    proto_in = sys.stdin.buffer
+    import logging
+
+    logging.getLogger("trafilatura").setLevel(logging.CRITICAL)
+    import trafilatura  # noqa: F401  (import before the first page: the clock is for the page)
+    from selectolax.lexbor import LexborHTMLParser  # noqa: F401
+
+    mem_mb = int(os.environ.get("C2M_EXTRACT_MEM_MB", "0"))
+    if mem_mb:  # address space on top of what the imports took: a blow-up becomes a MemoryError
+        import resource
+
+        with open("/proc/self/statm") as f:
+            base = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        limit = base + (mem_mb << 20)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    _send(proto_out, "ready")
+    while True:
+        try:
+            (size,) = _HEADER.unpack(_recv_exact(proto_in, _HEADER.size))
+            html, url, opts = pickle.loads(_recv_exact(proto_in, size))
+        except EOFError:
+            return
+        try:
+            result = extract_page(html, url, opts)
+        except MemoryError:
+            result = {"reason": "extract_error", "detail": "MemoryError"}
+        except Exception as e:  # a parser crash is the page's problem, not the shard's
+            result = {"reason": "extract_error", "detail": f"{type(e).__name__}: {e}"[:200]}
+        _send(proto_out, result)
+
+
+class ExtractorProcess:
+    """One helper process; ``extract`` returns a result dict and never takes much over ``timeout``."""
+
+    STARTUP_SECONDS = 60.0
+
+    def __init__(self, memory_mb: int = 0):
+        self.memory_mb = memory_mb
+        self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+
+    def _start(self) -> None:
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["C2M_EXTRACT_MEM_MB"] = str(self.memory_mb)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from pipeline_lib.extract import _worker_main; _worker_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+        if self._read(self.STARTUP_SECONDS) != "ready":
+            self.close()
+            raise RuntimeError("extract helper process did not start")
+
+    def _read(self, timeout: float) -> Any:
+        """The next message, or None when the deadline passes or the helper died."""
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        chunks, need, header_done = [], _HEADER.size, False
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(fd, min(need, 1 << 20))
+            if not chunk:
+                return None  # the helper died (killed by the kernel, crashed in C)
+            chunks.append(chunk)
+            need -= len(chunk)
+            if need == 0:
+                blob = b"".join(chunks)
+                chunks = []
+                if header_done:
+                    return pickle.loads(blob)
+                (need,) = _HEADER.unpack(blob)
+                header_done = True
+
+    def extract(self, html: str | None, url: str | None, opts: ExtractOptions, timeout: float) -> dict:
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        try:
+            _send(self.proc.stdin, (html, url, opts))
+        except (BrokenPipeError, OSError):
+            self.close()
+            return {"reason": "extract_error", "detail": "helper process died"}
+        result = self._read(timeout)
+        if result is None:
+            died = self.proc.poll() is not None
+            self.close()
+            self.restarts += 1
+            return {"reason": "extract_error" if died else "extract_timeout",
+                    "detail": "helper process died" if died else f"over {timeout}s"}
+        return result
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            for s in (self.proc.stdin, self.proc.stdout):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+            self.proc = None
+
+
+_ALL_HELPERS: "weakref.WeakSet[ExtractorProcess]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_helpers() -> None:
+    for helper in list(_ALL_HELPERS):
+        helper.close()
+
+
+# --------------------------------------------------------------------------- the stage
+class ExtractStage(Stage):
+    name = "extract"
+    section = "extract"
+
+    def __init__(self, cfg: PipelineConfig):
+        super().__init__(cfg)
+        c = cfg.extract
+        self.opts = ExtractOptions.from_config(c)
+        self.timeout = c.timeout_seconds
+        self.memory_mb = getattr(c, "memory_limit_mb", 0)
+        self._local = threading.local()  # one helper per thread: thread runners stay parallel
+
+    def _helper(self) -> ExtractorProcess:
+        helper = getattr(self._local, "helper", None)
+        if helper is None:
+            helper = ExtractorProcess(self.memory_mb)
+            _ALL_HELPERS.add(helper)
+            self._local.helper = helper
+        return helper
+
+    def extract_one(self, html: str | None, url: str | None) -> dict:
+        return self._helper().extract(html, url, self.opts, self.timeout)
+
+    def process(self, table: pa.Table) -> StageResult:
+        htmls = table.column("html").to_pylist() if "html" in table.column_names else [None] * table.num_rows
+        urls = table.column("url").to_pylist()
+        statuses = table.column("status").to_pylist() if "status" in table.column_names else [None] * len(urls)
+        results = []
+        for html, url, status in zip(htmls, urls, statuses):
+            if status is not None and not 200 <= status < 300:
+                results.append({"reason": "extract_bad_status"})
+            else:
+                results.append(self.extract_one(html, url))
+        return build_result(table, results)
+
+
+def build_result(table: pa.Table, results: list[dict]) -> StageResult:
+    """Document rows for kept pages; the page rows (minus HTML) plus a reason for rejected ones."""
+    reasons = [r.get("reason") for r in results]
+    base = table.drop_columns([c for c in table.column_names if c in DROPPED_COLUMNS])
+    cols = {name: base.column(name) for name in base.column_names}
+    for field, typ in DOC_FIELDS[2:6]:  # text, title, date, language_hint
+        cols[field] = pa.array([r.get(field) for r in results], typ)
+    out = pa.table(cols)
+    # Put the documented columns first, keep the rest (depth, final_url, ...) after them.
+    ordered = [f for f, _ in DOC_FIELDS if f in out.column_names]
+    out = out.select(ordered + [c for c in out.column_names if c not in ordered])
+    result = StageResult.split(out, reasons, rejected_extra={"reject_detail": [r.get("detail") for r in results]})
+    counters = {"extract.timeouts": sum(r == "extract_timeout" for r in reasons),
+                "extract.errors": sum(r == "extract_error" for r in reasons),
+                "extract.chars": sum(len(r.get("text") or "") for r in results)}
+    # Rejected rows need no extraction columns: the text is empty by definition.
+    rejected = result.rejected.drop_columns(["text", "title", "date", "language_hint"])
+    return StageResult(result.kept, rejected, counters)

@@ -1,0 +1,121 @@
+"""ExtractStage: HTML page rows in, document rows out; bad pages rejected with a reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline_lib.config import PipelineConfig
+from pipeline_lib.extract import ExtractOptions, ExtractStage, ExtractorProcess, prune_html
+from pipeline_lib.schema import PAGE_SCHEMA
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+ARTICLE = """<!doctype html><html lang="en-US"><head><title>Tide pools of the north coast</title>
+<meta name="date" content="2021-06-03"><script>var tracking = "SCRIPT_NOISE";</script>
+<style>.x{color:red}</style></head><body>
+<nav><a href="/">Home</a> <a href="/about">About</a></nav>
+<article><h1>Tide pools of the north coast</h1>
+<p>Tide pools form where the sea retreats twice a day and leaves water trapped among the rocks.
+The animals that live there must survive heat, fresh rain and hungry birds until the tide returns.</p>
+<p>Anemones close up to keep their water in, while crabs hide under the weed and wait for the cool
+water to come back. Visitors should walk carefully and never lift the rocks they stand on.</p>
+<p>The best time to visit is an hour before low tide, when the pools are calm and clear and the
+light reaches the bottom, so that even small shrimp can be seen moving over the sand.</p>
+<form><label>Subscribe FORM_NOISE</label><input name="email"></form>
+<noscript>NOSCRIPT_NOISE please enable javascript</noscript></article>
+<footer>Copyright 2021</footer></body></html>"""
+
+
+def page_table(htmls: list[str | None], statuses: list[int] | None = None) -> pa.Table:
+    now = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    statuses = statuses or [200] * len(htmls)
+    rows = [dict(id=f"p{i}", url=f"http://example.test/{i}", final_url=None, status=s,
+                 content_type="text/html", html=h, fetched_at=now, depth=0, source="test", headers="{}")
+            for i, (h, s) in enumerate(zip(htmls, statuses))]
+    return pa.Table.from_pylist(rows, schema=PAGE_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def stage():
+    return ExtractStage(PipelineConfig())
+
+
+def test_article_becomes_a_document_without_boilerplate(stage):
+    result = stage.process(page_table([ARTICLE]))
+    assert result.rejected.num_rows == 0
+    doc = result.kept.to_pylist()[0]
+    assert "Anemones close up" in doc["text"] and "best time to visit" in doc["text"]
+    for noise in ("SCRIPT_NOISE", "FORM_NOISE", "NOSCRIPT_NOISE", "color:red"):
+        assert noise not in doc["text"]
+    assert doc["title"] == "Tide pools of the north coast"
+    assert doc["date"] == "2021-06-03"
+    assert doc["language_hint"] == "en"
+    assert doc["id"] == "p0" and doc["source"] == "test" and doc["fetched_at"] is not None
+    assert "html" not in result.kept.column_names and "headers" not in result.kept.column_names
+
+
+def test_bad_pages_are_rejected_with_reasons(stage):
+    table = page_table([ARTICLE, "", None, "<html><body><div></div></body></html>", ARTICLE],
+                       statuses=[200, 200, 200, 200, 404])
+    result = stage.process(table)
+    assert result.kept.column("id").to_pylist() == ["p0"]
+    reasons = dict(zip(result.rejected.column("id").to_pylist(), result.rejected.column("reject_reason").to_pylist()))
+    assert reasons == {"p1": "extract_empty", "p2": "extract_empty", "p3": "extract_empty", "p4": "extract_bad_status"}
+    assert result.kept.num_rows + result.rejected.num_rows == table.num_rows
+    assert "html" not in result.rejected.column_names
+
+
+def test_prune_drops_never_text_but_keeps_json_ld():
+    html = ('<html lang="de"><body><script>a()</script><script type="application/ld+json">{"x":1}</script>'
+            '<svg><text>SVG</text></svg><p data-state="' + "z" * 5000 + '">kept</p></body></html>')
+    pruned, lang = prune_html(html)
+    assert lang == "de"
+    assert "a()" not in pruned and "SVG" not in pruned and "z" * 5000 not in pruned
+    assert '{"x":1}' in pruned and "kept" in pruned
+
+
+def test_timeout_kills_the_helper_and_the_next_page_still_works():
+    helper = ExtractorProcess()
+    try:
+        # 300,000 nested divs: trafilatura needs minutes for this page; the helper gets 2 seconds.
+        pathological = "<html><body>" + "<div><p>word " * 300_000 + "</body></html>"
+        slow = helper.extract(pathological, None, ExtractOptions(), timeout=2)
+        assert slow["reason"] == "extract_timeout"
+        assert helper.proc is None  # killed, not left running
+        ok = helper.extract(ARTICLE, None, ExtractOptions(), timeout=30)
+        assert "Anemones" in ok["text"]
+    finally:
+        helper.close()
+
+
+def test_memory_blowup_is_an_error_and_the_helper_goes_on():
+    helper = ExtractorProcess(memory_mb=50)
+    try:
+        big = "<html><body>" + "<p>some words here and there</p>" * 300_000 + "</body></html>"
+        assert helper.extract(big, None, ExtractOptions(), timeout=60)["reason"] == "extract_error"
+        ok = helper.extract(ARTICLE, None, ExtractOptions(), timeout=30)
+        assert "Anemones" in ok["text"]
+    finally:
+        helper.close()
+
+
+def test_stage_works_from_a_plain_thread(stage):
+    out = {}
+    thread = threading.Thread(target=lambda: out.update(r=stage.process(page_table([ARTICLE, ""]))))
+    thread.start()
+    thread.join(120)
+    assert out["r"].kept.num_rows == 1 and out["r"].rejected.num_rows == 1
+
+
+def test_real_pages_extract(stage):
+    if not (SHARED / "extraction").is_dir():
+        pytest.skip("../shared/data/extraction not present")
+    files = sorted((SHARED / "extraction").glob("*.html"))[:15]
+    result = stage.process(page_table([f.read_text(encoding="utf-8", errors="replace") for f in files]))
+    assert result.kept.num_rows >= 14
+    assert all(len(t) > 200 for t in result.kept.column("text").to_pylist())

@@ -1,0 +1,64 @@
+"""LangIdStage: language + score on every document, FineWeb-style target thresholds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline_lib.config import PipelineConfig, parse_config
+from pipeline_lib.langid import LangIdStage, LanguageIdentifier, default_model_path, normalize
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+TEXTS = {
+    "en": "The committee will publish its final report on the state of the river next spring.",
+    "fr": "Le comité publiera son rapport final sur l'état de la rivière au printemps prochain.",
+    "de": "Der Ausschuss wird seinen Abschlussbericht über den Zustand des Flusses im Frühjahr veröffentlichen.",
+}
+
+
+def doc_table(texts: list[str | None]) -> pa.Table:
+    return pa.table({"id": [f"d{i}" for i in range(len(texts))], "url": ["u"] * len(texts),
+                     "text": pa.array(texts, pa.string())})
+
+
+def test_default_model_is_the_packaged_ftz():
+    assert default_model_path().endswith("lid.176.ftz") and Path(default_model_path()).is_file()
+
+
+def test_normalize_makes_one_line():
+    assert normalize("  a\nb\t\tc \r\n d  ") == "a b c d"
+
+
+def test_english_kept_others_rejected_with_reasons():
+    stage = LangIdStage(PipelineConfig())
+    table = doc_table([TEXTS["en"], TEXTS["fr"], None, "   \n  ", TEXTS["en"] + "\n" + TEXTS["en"]])
+    result = stage.process(table)
+    assert result.kept.column("id").to_pylist() == ["d0", "d4"]
+    assert result.kept.column("language").to_pylist() == ["en", "en"]
+    assert all(s >= 0.65 for s in result.kept.column("language_score").to_pylist())
+    rejected = {r["id"]: (r["reject_reason"], r["language"]) for r in result.rejected.to_pylist()}
+    assert rejected == {"d1": ("lang_not_target", "fr"), "d2": ("lang_no_text", None), "d3": ("lang_no_text", None)}
+    assert result.counters["langid.lang_en"] == 2
+
+
+def test_several_targets_each_with_its_threshold():
+    cfg = parse_config({"langid": {"languages": {"fr": 0.5, "de": 1.0}}})
+    result = LangIdStage(cfg).process(doc_table([TEXTS["en"], TEXTS["fr"], TEXTS["de"]]))
+    assert result.kept.column("language").to_pylist() == ["fr"]
+    reasons = dict(zip(result.rejected.column("id").to_pylist(), result.rejected.column("reject_reason").to_pylist()))
+    assert reasons == {"d0": "lang_not_target", "d2": "lang_below_threshold"}
+    # the score is kept on rejected rows too, so the threshold can be lowered later
+    assert result.rejected.column("language_score").to_pylist()[1] > 0.5
+
+
+def test_accuracy_on_real_sentences():
+    if not (SHARED / "langid").is_dir():
+        pytest.skip("../shared/data/langid not present")
+    ident = LanguageIdentifier()
+    for lang in ("en", "de", "ja", "ru"):
+        lines = [l for l in (SHARED / "langid" / f"{lang}.txt").read_text(encoding="utf-8").splitlines() if l.strip()][:100]
+        preds = ident.predict(lines)
+        assert sum(p[0] == lang for p in preds) >= 90, lang
