@@ -1,0 +1,124 @@
+"""Global clustering of MinHash signatures in bounded memory: band keys, sort, union-find.
+
+Documents are rows 0..n-1 in *preference order* (row 0 is the one a keep rule prefers most), so
+the union-find always hooks the larger root under the smaller one and a component's root is the
+document to keep. Per band, the rows of the band are folded into one 64-bit key per document,
+``argsort`` brings equal keys together, and candidate pairs are drawn between neighbours in that
+order. No Python object is created per document or per band: each band costs a few uint64/int64
+arrays of length n, freed before the next band.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline_lib.dedup.minhash import estimated_jaccard
+
+_MUL = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio multiplier: spreads the bits of each row
+_SHIFT = np.uint64(31)
+
+
+def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
+    """One uint64 key per document for one band (equal band rows -> equal keys)."""
+    start = np.uint64(((band + 1) * int(_MUL)) & 0xFFFFFFFFFFFFFFFF)  # differs per band
+    key = np.full(sig.shape[0], start, dtype=np.uint64)
+    for col in range(band * rows, (band + 1) * rows):
+        key ^= sig[:, col].astype(np.uint64)
+        key *= _MUL
+        key ^= key >> _SHIFT
+    return key
+
+
+class UnionFind:
+    """Array union-find; roots are the smallest member, so the root is the preferred document."""
+
+    def __init__(self, n: int):
+        self.parent = np.arange(n, dtype=np.int64)
+
+    def flatten(self) -> np.ndarray:
+        """Point every row straight at its root (pointer jumping), return the parent array."""
+        parent = self.parent
+        while True:
+            grand = parent[parent]
+            if np.array_equal(grand, parent):
+                return parent
+            parent[:] = grand
+
+    def roots(self, rows: np.ndarray) -> np.ndarray:
+        return self.flatten()[rows]
+
+    def union(self, u: np.ndarray, v: np.ndarray) -> None:
+        """Merge the components of each pair (u[i], v[i])."""
+        while len(u):
+            parent = self.flatten()
+            ru, rv = parent[u], parent[v]
+            apart = ru != rv
+            if not apart.any():
+                return
+            u, v, ru, rv = u[apart], v[apart], ru[apart], rv[apart]
+            lo, hi = np.minimum(ru, rv), np.maximum(ru, rv)
+            # Several pairs may want to move the same root; the smallest target wins this round
+            # and the pairs it did not satisfy are retried against the new roots.
+            np.minimum.at(parent, hi, lo)
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    bands: int
+    rows: int
+    verify_threshold: float = 0.0  # 0 = merge every band collision unverified
+    neighbours: int = 4  # pairs drawn to up to this many following rows in a band bucket
+
+
+def candidate_pairs(keys: np.ndarray, eligible: np.ndarray | None, neighbours: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of rows with equal keys: each row with its next ``neighbours`` rows in key order.
+
+    With one neighbour the pairs chain every bucket together; more neighbours give a verifier
+    something to fall back on when one member of a bucket is a false positive.
+    """
+    rows = np.flatnonzero(eligible) if eligible is not None else np.arange(len(keys))
+    order = rows[np.argsort(keys[rows], kind="stable")]
+    sorted_keys = keys[order]
+    us, vs = [], []
+    for step in range(1, max(1, neighbours) + 1):
+        if step >= len(order):
+            break
+        same = np.flatnonzero(sorted_keys[:-step] == sorted_keys[step:])
+        if not len(same):
+            break  # no bucket has step+1 members, so no larger step can match either
+        us.append(order[same])
+        vs.append(order[same + step])
+    if not us:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    return np.concatenate(us), np.concatenate(vs)
+
+
+def cluster(sig: np.ndarray | None, exact: np.ndarray | None, has_shingles: np.ndarray | None,
+            params: ClusterParams, verify_chunk: int = 1 << 16) -> np.ndarray:
+    """Root (kept row) of every row: exact-hash groups, then MinHash LSH with optional verification.
+
+    ``sig`` (n x num_perm uint32) may be None for exact-only; ``exact`` (n uint64) may be None for
+    near-only. Rows without shingles take no part in near-duplicate banding.
+    """
+    n = len(exact) if exact is not None else sig.shape[0]
+    uf = UnionFind(n)
+    if exact is not None:
+        uf.union(*candidate_pairs(exact, None, 1))
+    if sig is not None:
+        for band in range(params.bands):
+            keys = band_keys(sig, band, params.rows)
+            u, v = candidate_pairs(keys, has_shingles, params.neighbours)
+            del keys
+            if params.verify_threshold > 0 and len(u):
+                parent = uf.flatten()
+                todo = parent[u] != parent[v]  # pairs already joined need no verification
+                u, v = u[todo], v[todo]
+                ok = np.zeros(len(u), dtype=bool)
+                for s in range(0, len(u), verify_chunk):
+                    ok[s:s + verify_chunk] = estimated_jaccard(sig[u[s:s + verify_chunk]], sig[v[s:s + verify_chunk]]) >= params.verify_threshold
+                u, v = u[ok], v[ok]
+            uf.union(u, v)
+    return uf.flatten().copy()

@@ -1,0 +1,93 @@
+"""Vectorised MinHash signatures, bit-for-bit equal to ``datasketch.MinHash`` (scheme affine32).
+
+datasketch's ``MinHash.update`` hashes one shingle with SHA-1 (first 4 bytes, little endian),
+mixes it with the MurmurHash3 32-bit finaliser, and applies ``num_perm`` affine permutations
+``a * h + b mod 2**32`` before taking the running minimum. Doing that per shingle costs a
+handful of small NumPy calls each; here the SHA-1 digests of all shingles of many documents are
+joined into one buffer and the permutations run as one (shingles x num_perm) matrix per chunk,
+reduced per document with ``np.minimum.reduceat``. The permutation parameters come from
+datasketch itself, so the signatures are the ones datasketch would compute (a test checks it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from pipeline_lib.dedup.normalize import word_shingles
+
+EMPTY_HASH = np.uint32(0xFFFFFFFF)  # the value of an untouched datasketch MinHash slot
+_CHUNK_ROWS = 1 << 14  # shingles per matrix: 16k x 128 perms x 4 B = 8 MiB of temporaries
+_M1, _M2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)  # MurmurHash3 fmix32 constants
+
+
+@lru_cache(maxsize=8)
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) as uint32 arrays, taken from datasketch so the two can never drift apart."""
+    from datasketch import MinHash
+
+    perms = MinHash(num_perm=num_perm, seed=seed).permutations
+    a, b = (np.asarray(p, dtype=np.uint32) for p in perms)
+    a.setflags(write=False)
+    b.setflags(write=False)
+    return a, b
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint32(16))
+    h = h * _M1
+    h = h ^ (h >> np.uint32(13))
+    h = h * _M2
+    return h ^ (h >> np.uint32(16))
+
+
+def sha1_hash32_many(shingles: Iterable[str]) -> np.ndarray:
+    """datasketch's ``sha1_hash32`` of each UTF-8 shingle, as one uint32 array."""
+    sha1 = hashlib.sha1
+    joined = b"".join([sha1(s.encode("utf-8")).digest() for s in shingles])
+    # A SHA-1 digest is 20 bytes = five little-endian uint32 words; sha1_hash32 is the first.
+    return np.frombuffer(joined, dtype="<u4").reshape(-1, 5)[:, 0].astype(np.uint32)
+
+
+def signatures_from_hashes(hashes: np.ndarray, doc_of_row: np.ndarray, n_docs: int,
+                           num_perm: int, seed: int) -> np.ndarray:
+    """Signatures (n_docs x num_perm uint32) from shingle hashes grouped by document.
+
+    ``doc_of_row`` is non-decreasing (all shingles of a document are contiguous). Documents
+    with no shingle keep the empty signature (all 0xFFFFFFFF), like an empty datasketch MinHash.
+    """
+    a, b = permutations(num_perm, seed)
+    sig = np.full((n_docs, num_perm), EMPTY_HASH, dtype=np.uint32)
+    mixed = fmix32(hashes.astype(np.uint32, copy=False))
+    for start in range(0, len(mixed), _CHUNK_ROWS):
+        h = mixed[start:start + _CHUNK_ROWS]
+        docs = doc_of_row[start:start + _CHUNK_ROWS]
+        permuted = h[:, None] * a[None, :] + b[None, :]  # wraps mod 2**32, as datasketch does
+        firsts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
+        mins = np.minimum.reduceat(permuted, firsts, axis=0)
+        ids = docs[firsts]
+        # A document can straddle two chunks, so merge with what an earlier chunk found.
+        sig[ids] = np.minimum(sig[ids], mins)
+    return sig
+
+
+def compute_signatures(normalized_texts: Sequence[str], ngram: int, num_perm: int,
+                       seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(signatures n x num_perm uint32, shingle counts n int32) for normalised texts."""
+    counts = np.zeros(len(normalized_texts), dtype=np.int32)
+    all_shingles: list[str] = []
+    for i, text in enumerate(normalized_texts):
+        shingles = word_shingles(text, ngram)
+        counts[i] = len(shingles)
+        all_shingles.extend(shingles)
+    hashes = sha1_hash32_many(all_shingles)
+    doc_of_row = np.repeat(np.arange(len(normalized_texts), dtype=np.int64), counts)
+    return signatures_from_hashes(hashes, doc_of_row, len(normalized_texts), num_perm, seed), counts
+
+
+def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
+    """Row-wise fraction of equal slots: datasketch's ``MinHash.jaccard`` for each pair of rows."""
+    return (sig_a == sig_b).mean(axis=-1)

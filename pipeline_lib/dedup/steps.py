@@ -1,0 +1,205 @@
+"""The three dedup steps the flows call: signatures (map), clustering (reduce), filter (map).
+
+Each step is idempotent like ``stage.run_shard``: its manifest records the dedup config hash and
+the checksums of what it read, and a rerun with the same inputs returns the existing summary.
+
+On disk, under ``05_dedup/``:
+  _signatures/part-NNNNN.parquet   id, fetched_at, text_chars, exact_hash, n_shingles, signature
+  _clusters/part-NNNNN.parquet     the rows of that shard to drop: id, reject_reason, dup_cluster,
+                                   dup_kept_id; one manifest ``clusters.manifest.json`` lists them all
+  part-NNNNN.parquet (+ _rejected/) the surviving documents
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline_lib import shards
+from pipeline_lib.config import DedupConfig, PipelineConfig
+from pipeline_lib.dedup.clusters import ClusterParams, cluster
+from pipeline_lib.dedup.minhash import compute_signatures
+from pipeline_lib.dedup.normalize import exact_hash, normalize_text
+from pipeline_lib.schema import REJECT_REASON, TIMESTAMP
+from pipeline_lib.stage import StageResult, input_entries, is_done, summary_from_manifest, write_result
+
+CLUSTERS_MANIFEST = "clusters"  # _clusters/clusters.manifest.json
+EXACT, NEAR = "exact_duplicate", "near_duplicate"
+DROP_SCHEMA = pa.schema([("id", pa.string()), (REJECT_REASON, pa.string()), ("dup_cluster", pa.string()),
+                         ("dup_kept_id", pa.string())])
+
+
+@dataclass(frozen=True)
+class ExternalMatches:
+    """Per root row: the id (None = no match) and exact hash of a document an earlier run kept."""
+
+    kept_id: np.ndarray  # object array of str | None
+    kept_exact: np.ndarray  # uint64
+
+
+def signature_table(table: pa.Table, dcfg: DedupConfig) -> pa.Table:
+    """The per-document dedup facts of one document table (no text: signatures are small)."""
+    texts = table.column("text").to_pylist() if "text" in table.column_names else [""] * table.num_rows
+    normalized = [normalize_text(t) for t in texts]
+    n = table.num_rows
+    if "fetched_at" in table.column_names:
+        fetched = table.column("fetched_at").cast(TIMESTAMP)
+    else:
+        fetched = pa.nulls(n, TIMESTAMP)
+    columns = {
+        "id": table.column("id").cast(pa.string()),
+        "fetched_at": fetched,
+        "text_chars": pa.array([len(t or "") for t in texts], pa.int64()),
+        "exact_hash": pa.array(np.array([exact_hash(t) for t in normalized], dtype=np.uint64), pa.uint64()),
+    }
+    if dcfg.near:
+        sig, counts = compute_signatures(normalized, dcfg.ngram, dcfg.num_perm, dcfg.seed)
+        columns["n_shingles"] = pa.array(counts, pa.int32())
+        columns["signature"] = pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1), pa.uint32()), dcfg.num_perm)
+    return pa.table(columns)
+
+
+def preference_order(sigs: pa.Table, keep: str) -> np.ndarray:
+    """Row indices from the document to keep first to the one to keep last."""
+    if keep == "longest":
+        first = ("text_chars", "descending", "at_end")
+    else:  # a document without a fetch time is never preferred over one with
+        first = ("fetched_at", "ascending" if keep == "earliest" else "descending", "at_end")
+    return pc.sort_indices(sigs, sort_keys=[first, ("id", "ascending", "at_end")]).to_numpy()
+
+
+def signature_matrix(sigs: pa.Table, num_perm: int) -> np.ndarray:
+    column = sigs.column("signature").combine_chunks()
+    return column.flatten().to_numpy().reshape(-1, num_perm)
+
+
+def cluster_table(sigs: pa.Table, dcfg: DedupConfig) -> np.ndarray:
+    """Root row of every row of ``sigs`` (already in preference order)."""
+    params = ClusterParams(dcfg.bands, dcfg.rows, dcfg.verify_threshold, dcfg.neighbours)
+    exact = sigs.column("exact_hash").to_numpy() if dcfg.exact else None
+    sig = has_shingles = None
+    if dcfg.near:
+        sig = signature_matrix(sigs, dcfg.num_perm)
+        has_shingles = sigs.column("n_shingles").to_numpy() > 0
+    if exact is None and sig is None:
+        return np.arange(sigs.num_rows)
+    return cluster(sig, exact, has_shingles, params)
+
+
+def cluster_labels(ids: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """A cluster id for every row that does not depend on the keep rule: its smallest member id."""
+    rank = np.empty(len(ids), dtype=np.int64)
+    by_id = np.argsort(ids, kind="stable")
+    rank[by_id] = np.arange(len(ids))
+    smallest = np.full(len(ids), len(ids), dtype=np.int64)
+    np.minimum.at(smallest, roots, rank)
+    return ids[by_id[smallest[roots]]]
+
+
+def drop_rows(sigs: pa.Table, roots: np.ndarray, external: ExternalMatches | None = None) -> tuple[np.ndarray, pa.Table]:
+    """(mask of dropped rows, their drop table) from roots over rows in preference order.
+
+    ``external`` (index scope) names, per row, a document kept by an earlier run that this row's
+    cluster matched; such clusters are dropped whole, their kept id being the earlier one.
+    """
+    n = len(roots)
+    ids = np.asarray(sigs.column("id").to_pylist(), dtype=object)
+    exact = sigs.column("exact_hash").to_numpy()
+    kept_ids, kept_exact = ids[roots], exact[roots]
+    labels = cluster_labels(ids, roots)
+    dropped = roots != np.arange(n)
+    if external is not None:
+        matched = external.kept_id[roots] != None  # noqa: E711 (object array of str | None)
+        dropped |= matched
+        kept_ids = np.where(matched, external.kept_id[roots], kept_ids)
+        kept_exact = np.where(matched, external.kept_exact[roots], kept_exact)
+        labels = np.where(matched & (external.kept_id[roots].astype(str) < labels.astype(str)), kept_ids, labels)
+    reasons = np.where(exact == kept_exact, EXACT, NEAR)
+    table = pa.table({"id": pa.array(ids[dropped], pa.string()), REJECT_REASON: pa.array(reasons[dropped], pa.string()),
+                      "dup_cluster": pa.array(labels[dropped], pa.string()),
+                      "dup_kept_id": pa.array(kept_ids[dropped], pa.string())}, schema=DROP_SCHEMA)
+    return dropped, table
+
+
+def run_signatures_shard(cfg: PipelineConfig, fs, in_dir: str, sig_dir: str, name: str) -> dict[str, Any]:
+    inputs = input_entries(fs, in_dir, name)
+    config_hash = cfg.section_hash("dedup")
+    done = is_done(fs, sig_dir, name, config_hash, inputs)
+    if done:
+        return summary_from_manifest(done, skipped=True)
+    t0 = time.perf_counter()
+    table = shards.read_verified(fs, in_dir, name)
+    sigs = signature_table(table, cfg.dedup)
+    manifest = write_result(fs, sig_dir, name, "dedup_signatures", table.num_rows, StageResult.keep_all(sigs),
+                            config_hash, inputs, time.perf_counter() - t0)
+    return summary_from_manifest(manifest, skipped=False)
+
+
+def run_clustering(cfg: PipelineConfig, fs, sig_dir: str, clusters_dir: str) -> dict[str, Any]:
+    dcfg = cfg.dedup
+    names = shards.list_shards(fs, sig_dir)
+    inputs = [entry for n in names for entry in input_entries(fs, sig_dir, n)]
+    config_hash = cfg.section_hash("dedup")
+    done = is_done(fs, clusters_dir, CLUSTERS_MANIFEST, config_hash, inputs)
+    if done:
+        return summary_from_manifest(done, skipped=True)
+    t0 = time.perf_counter()
+    parts = [shards.read_verified(fs, sig_dir, n) for n in names]
+    shard_of_row = np.repeat(np.arange(len(names)), [p.num_rows for p in parts])
+    sigs = pa.concat_tables(parts) if parts else signature_table(pa.table({"id": pa.array([], pa.string())}), dcfg)
+    order = preference_order(sigs, dcfg.keep)
+    sigs, shard_of_row = sigs.take(order), shard_of_row[order]
+    roots = cluster_table(sigs, dcfg)
+    counters: dict[str, int] = {}
+    if dcfg.scope == "index":
+        from pipeline_lib.dedup.index import dedup_against_index
+
+        roots, external, counters = dedup_against_index(cfg, sigs, roots)
+        dropped, drops = drop_rows(sigs, roots, external)
+    else:
+        dropped, drops = drop_rows(sigs, roots)
+    files = {}
+    for i, name in enumerate(names):
+        mine = drops.filter(pa.array(shard_of_row[dropped] == i))
+        files[name] = shards.write_table_file(fs, clusters_dir, f"{name}.parquet", mine)
+    reasons = pc.value_counts(drops.column(REJECT_REASON)).to_pylist() if drops.num_rows else []
+    counters = {"rows_in": sigs.num_rows, "kept": sigs.num_rows - drops.num_rows, "rejected": drops.num_rows,
+                "dedup.clusters": int(len(np.unique(roots[dropped]))) if drops.num_rows else 0,
+                **{f"rejected.{r['values']}": r["counts"] for r in reasons}, **counters}
+    manifest = shards.build_manifest(stage="dedup_clusters", name=CLUSTERS_MANIFEST, files=files, schema=DROP_SCHEMA,
+                                     counters=counters, seconds=time.perf_counter() - t0, config_hash=config_hash,
+                                     inputs=inputs)
+    shards.write_manifest(fs, clusters_dir, CLUSTERS_MANIFEST, manifest)
+    return summary_from_manifest(manifest, skipped=False)
+
+
+def run_filter_shard(cfg: PipelineConfig, fs, in_dir: str, clusters_dir: str, out_dir: str, name: str) -> dict[str, Any]:
+    clusters = shards.load_manifest(fs, clusters_dir, CLUSTERS_MANIFEST)
+    if clusters is None or name not in clusters["files"]:
+        raise shards.ShardError(f"{shards.manifest_path(clusters_dir, CLUSTERS_MANIFEST)}: no clustering result "
+                                f"for shard {name}; run the clustering step first")
+    inputs = input_entries(fs, in_dir, name) + [
+        {"stage": "dedup_clusters", "shard": name, "sha256": clusters["files"][name]["sha256"]}]
+    config_hash = cfg.section_hash("dedup")
+    done = is_done(fs, out_dir, name, config_hash, inputs)
+    if done:
+        return summary_from_manifest(done, skipped=True)
+    t0 = time.perf_counter()
+    table = shards.read_verified(fs, in_dir, name)
+    drops = shards.read_verified(fs, clusters_dir, CLUSTERS_MANIFEST, which=name)
+    # Row -> its drop entry (null when the row is kept); ``take`` turns a null index into null.
+    where = pc.index_in(table.column("id").cast(pa.string()), value_set=drops.column("id"))
+
+    def per_row(column: str) -> list[str | None]:
+        return drops.column(column).take(where).to_pylist()
+
+    result = StageResult.split(table, per_row(REJECT_REASON),
+                               rejected_extra={"dup_cluster": per_row("dup_cluster"), "dup_kept_id": per_row("dup_kept_id")})
+    manifest = write_result(fs, out_dir, name, out_dir.rstrip("/").rsplit("/", 1)[-1], table.num_rows, result,
+                            config_hash, inputs, time.perf_counter() - t0)
+    return summary_from_manifest(manifest, skipped=False)
