@@ -1,0 +1,178 @@
+"""Load a checkpoint and talk to it: text generation and next-token probabilities.
+
+A checkpoint carries its model shape and the tokenizer it was trained with (a tiktoken encoding
+name, or a trained vocabulary embedded whole), so ``ckpt.pt`` alone is enough to sample::
+
+    model, tokenizer, ckpt = load_checkpoint("runs/x/08_train/ckpt.pt")
+    text = generate_text(model, tokenizer, "Once upon", max_new_tokens=50, seed=1)
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pipeline_lib.model.gpt import GPT, config_from_dict
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizers: what a checkpoint records and how it becomes encode/decode again.
+
+
+class ByteTokenizer:
+    """Raw UTF-8 bytes as tokens 0..255, plus 256 as end-of-text (for tests and byte-level runs)."""
+
+    n_vocab = 257
+    eot_token = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
+
+    def decode_single_token_bytes(self, token: int) -> bytes:
+        return bytes([token]) if token < 256 else b"<|endoftext|>"
+
+
+def tokenizer_from_spec(spec: dict[str, Any]):
+    """An object with ``encode``, ``decode`` and ``n_vocab`` from a checkpoint's tokenizer spec."""
+    kind = spec.get("kind", "tiktoken")
+    if kind == "bytes":
+        return ByteTokenizer()
+    import tiktoken
+
+    if kind == "tiktoken":
+        name = spec["encoding"]
+        try:
+            return tiktoken.get_encoding(name)
+        except ValueError:
+            return tiktoken.encoding_for_model(name)
+    if kind == "tiktoken_ranks":
+        from pipeline_lib.bpe_train import ranks_from_text
+
+        ranks = ranks_from_text(spec["ranks"].encode("ascii"))
+        specials = {k: int(v) for k, v in spec["special_tokens"].items()}
+        return tiktoken.Encoding(spec["name"], pat_str=spec["pattern"], mergeable_ranks=ranks, special_tokens=specials)
+    raise ValueError(f"unknown tokenizer kind {kind!r} in checkpoint")
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    # A prompt may contain "<|endoftext|>" on purpose; let it mean the special token.
+    try:
+        return tokenizer.encode(text, allowed_special="all")
+    except TypeError:
+        return tokenizer.encode(text)
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    try:
+        return tokenizer.decode_single_token_bytes(token_id).decode("utf-8", errors="replace")
+    except (KeyError, AttributeError):
+        return tokenizer.decode([token_id])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def read_checkpoint(fs, path: str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Only tensors and plain values are unpickled (``weights_only``): a checkpoint cannot run code."""
+    with fs.open(fs._strip_protocol(path), "rb") as f:
+        data = f.read()
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_checkpoint(path: str, device: str = "auto", fs=None) -> tuple[GPT, Any, dict[str, Any]]:
+    if fs is None:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(path)
+    dev = pick_device(device)
+    ckpt = read_checkpoint(fs, path, map_location=dev)
+    model = GPT(config_from_dict(ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    model.to(dev).eval()
+    return model, tokenizer_from_spec(ckpt["tokenizer"]), ckpt
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+
+
+def _real_vocab_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """Last-position logits over the tokenizer's real vocabulary (padding rows cut off)."""
+    context = idx[:, -model.config.block_size:]
+    logits, _ = model(context)
+    return logits[:, -1, : model.config.vocab_size].float()
+
+
+@torch.no_grad()
+def generate(model: GPT, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, seed: int | None = None, stop_token: int | None = None) -> list[int]:
+    """Autoregressive sampling; temperature 0 is greedy. A seed makes the output reproducible
+    (its own generator, so the global RNG is left alone)."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = _real_vocab_logits(model, idx)
+        if temperature <= 0:
+            next_id = logits.argmax(dim=-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None and top_k < logits.size(-1):
+                kth = torch.topk(logits, top_k).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+        token = int(next_id)
+        if stop_token is not None and token == stop_token:
+            break
+        out.append(token)
+        idx = torch.cat([idx, next_id], dim=1)
+    return out
+
+
+def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 100, temperature: float = 1.0,
+                  top_k: int | None = None, seed: int | None = None) -> str:
+    ids = encode_prompt(tokenizer, prompt)
+    if not ids:  # an empty prompt starts from end-of-text, the boundary every document follows
+        ids = [getattr(tokenizer, "eot_token", 0)]
+    return tokenizer.decode(generate(model, ids, max_new_tokens, temperature, top_k, seed))
+
+
+@dataclass(frozen=True)
+class TokenProb:
+    token: str
+    id: int
+    prob: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "id": self.id, "prob": self.prob}
+
+
+@torch.no_grad()
+def next_token_distribution(model: GPT, tokenizer, prompt: str) -> torch.Tensor:
+    """P(next token | prompt) over the real vocabulary (sums to 1)."""
+    device = next(model.parameters()).device
+    ids = encode_prompt(tokenizer, prompt) or [getattr(tokenizer, "eot_token", 0)]
+    logits = _real_vocab_logits(model, torch.tensor([ids], dtype=torch.long, device=device))
+    return F.softmax(logits, dim=-1)[0].cpu()
+
+
+def top_next_tokens(model: GPT, tokenizer, prompt: str, k: int = 10) -> list[TokenProb]:
+    probs = next_token_distribution(model, tokenizer, prompt)
+    values, ids = torch.topk(probs, min(k, probs.numel()))
+    return [TokenProb(token_text(tokenizer, int(i)), int(i), float(p)) for p, i in zip(values, ids)]
