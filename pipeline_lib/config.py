@@ -120,18 +120,30 @@ class QualityConfig(_Model):
 
 class DedupConfig(_Model):
     enabled: bool = True
-    exact: bool = True
-    near: bool = True
-    ngram: int = Field(5, ge=1, le=32)
-    num_perm: int = Field(112, ge=8, le=1024)
-    bands: int = Field(14, ge=1)
-    rows: int = Field(8, ge=1)
-    seed: int = 1
+    exact: bool = Field(True, description="Drop copies with the same normalised text (exact_duplicate).")
+    near: bool = Field(True, description="Drop MinHash near-duplicates (near_duplicate).")
+    ngram: int = Field(5, ge=1, le=32, description="Word n-gram size of the shingles.")
+    num_perm: int = Field(112, ge=8, le=1024, description="MinHash permutations (datasketch affine32 scheme).")
+    bands: int = Field(14, ge=1, description="LSH bands; a pair collides when all rows of one band agree.")
+    rows: int = Field(8, ge=1, description="Rows per band; bands*rows <= num_perm.")
+    seed: int = Field(1, description="MinHash seed (datasketch's).")
+    verify_threshold: float = Field(0.0, ge=0, le=1, description="Merge a band collision only if its estimated "
+                                    "Jaccard (equal signature slots) reaches this; 0 = no verification.")
+    neighbours: int = Field(4, ge=1, le=64, description="Candidate pairs per row within a band bucket (in key order).")
+    keep: Literal["earliest", "latest", "longest"] = Field(
+        "earliest", description="Which document of a cluster survives: earliest/latest fetched_at or longest text; "
+                                "ties go to the smallest id.")
+    scope: Literal["run", "index"] = Field("run", description="run: dedup within this run only; index: also "
+                                           "against documents kept by earlier runs, recorded in index_url.")
+    index_url: str | None = Field(None, description="Persistent index: a local/fsspec dir or redis://host:port/db.")
+    index_namespace: str = Field("crawl2model", description="Key prefix in Redis / subfolder on disk.")
 
     @model_validator(mode="after")
     def _bands_fit(self) -> "DedupConfig":
         if self.bands * self.rows > self.num_perm:
             raise ValueError(f"bands*rows ({self.bands * self.rows}) exceeds num_perm ({self.num_perm})")
+        if self.scope == "index" and not self.index_url:
+            raise ValueError("scope 'index' needs index_url (a directory or redis://host:port/db)")
         return self
 
 
