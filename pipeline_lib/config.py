@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -64,6 +64,8 @@ class CrawlConfig(_Model):
     max_body_bytes: int = Field(5_000_000, ge=1024, description="Cut off after this many decompressed bytes.")
     max_redirects: int = Field(5, ge=0)
     max_retries: int = Field(2, ge=0, description="Retries for 429/5xx only.")
+    max_retry_wait: float = Field(30.0, ge=0, description="Longest Retry-After we wait; longer = give up (http_429).")
+    max_crawl_delay: float = Field(60.0, ge=0, description="Cap on a robots.txt Crawl-delay we honour.")
     allow_private_hosts: list[str] = Field(default_factory=list, description="Hosts allowed despite private IPs.")
     pages_per_shard: int = Field(50, ge=1)
     sample_site: SampleSiteConfig = Field(default_factory=SampleSiteConfig)
@@ -113,9 +115,76 @@ class LangIdConfig(_Model):
         return v
 
 
+# Quality filters: one model per filter, defaults = FineWeb's published thresholds. A threshold set
+# to null switches that one rule off. The chain (order and parameters) is QualityConfig.filters.
+class GopherRepetitionFilter(_Model):
+    name: Literal["gopher_repetition"] = "gopher_repetition"
+    dup_para_frac: float | None = Field(0.3, description="Max fraction of paragraphs that repeat an earlier one.")
+    dup_para_char_frac: float | None = Field(0.2, description="Max fraction of characters in repeated paragraphs.")
+    dup_line_frac: float | None = Field(0.3, description="Max fraction of lines that repeat an earlier one.")
+    dup_line_char_frac: float | None = Field(0.2, description="Max fraction of characters in repeated lines.")
+    top_ngram_char_frac: dict[int, float] = Field(
+        default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16},
+        description="n -> max fraction of characters covered by the most frequent n-gram.")
+    dup_ngram_char_frac: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
+        description="n -> max fraction of characters in n-grams that repeat an earlier one.")
+
+
+class GopherQualityFilter(_Model):
+    name: Literal["gopher_quality"] = "gopher_quality"
+    min_words: int | None = 50
+    max_words: int | None = 100_000
+    min_mean_word_len: float | None = 3.0
+    max_mean_word_len: float | None = 10.0
+    max_symbol_word_ratio: float | None = Field(0.1, description="'#' and ellipses per word, each.")
+    max_bullet_lines_frac: float | None = 0.9
+    max_ellipsis_lines_frac: float | None = 0.3
+    min_alpha_words_frac: float | None = Field(0.8, description="Words with at least one letter.")
+    min_stop_words: int | None = 2
+    stop_words: list[str] = Field(default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"])
+
+
+class C4Filter(_Model):
+    name: Literal["c4"] = "c4"
+    terminal_punct: bool = Field(False, description="Drop lines not ending in terminal punctuation (C4: on, FineWeb: off).")
+    min_words_per_line: int | None = 3
+    max_word_len: int | None = 1000
+    remove_citations: bool = True
+    drop_javascript_lines: bool = True
+    drop_policy_lines: bool = True
+    reject_lorem_ipsum: bool = True
+    reject_curly_bracket: bool = True
+    min_sentences: int | None = 5
+
+
+class FineWebFilter(_Model):
+    name: Literal["fineweb"] = "fineweb"
+    min_line_punct_ratio: float | None = Field(0.12, description="Min fraction of lines ending in terminal punctuation.")
+    line_punct_exclude_zero: bool = Field(False, description="Let documents with no such line through.")
+    max_short_line_ratio: float | None = 0.67
+    short_line_chars: int = 30
+    max_dup_line_char_ratio: float | None = Field(0.01, description="Characters in repeated lines / all non-newline characters.")
+    max_newline_word_ratio: float | None = Field(0.3, description="Newlines per word (list-like documents).")
+
+
+QualityFilterSpec = Annotated[
+    Union[GopherRepetitionFilter, GopherQualityFilter, C4Filter, FineWebFilter], Field(discriminator="name")]
+
+
 class QualityConfig(_Model):
     enabled: bool = True
-    gopher_quality: dict[str, Any] = Field(default_factory=dict, description="Overrides of Gopher quality thresholds.")
+    filters: list[QualityFilterSpec] = Field(
+        default_factory=lambda: [GopherRepetitionFilter(), GopherQualityFilter(), C4Filter(), FineWebFilter()],
+        description="The filter chain, in order; each entry is {name: ..., <threshold>: ...}.")
+
+    @field_validator("filters")
+    @classmethod
+    def _unique(cls, v: list) -> list:
+        names = [f.name for f in v]
+        if len(names) != len(set(names)):
+            raise ValueError(f"each filter may appear once, got {names}")
+        return v
 
 
 class DedupConfig(_Model):

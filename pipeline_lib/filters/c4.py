@@ -1,0 +1,87 @@
+"""C4's rules (Raffel et al. 2020) as FineWeb applies them: line-level cleanup plus document rules.
+
+Lines are stripped, citation markers removed, and a line is dropped when it has too few words, a
+word over ``max_word_len`` characters, mentions javascript or a cookie/privacy policy, or (only
+with ``terminal_punct``, which FineWeb switches off) does not end in terminal punctuation. The
+whole document is rejected for "lorem ipsum" or a curly bracket, or when fewer than
+``min_sentences`` sentences remain. The kept lines, joined by newlines, replace the text.
+
+Sentences are counted without a sentence splitter model: each terminal-punctuation mark followed by
+whitespace or the end of the line ends one, and a kept line that ends without one is one more.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline_lib.filters import Doc, QualityFilter
+
+_CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
+_LINE_END = (".", "?", "!", '"', "'", "”", "’")
+_SENTENCE_END = re.compile(r"[.!?。！？]+[\"'”’)\]]*(?=\s|$)")
+_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+
+
+class C4(QualityFilter):
+    name = "c4"
+    columns = {"q_c4_lines_removed": pa.int64(), "q_c4_sentences": pa.int64()}
+
+    def apply(self, doc: Doc, signals: dict[str, Any], counters: Counter) -> str | None:
+        p = self.params
+        kept: list[str] = []
+        removed = Counter()
+        reason = None
+        for raw in doc.lines:
+            line = raw.strip()
+            if not line:
+                continue
+            if p.remove_citations and "[" in line:
+                line = _CITATION.sub("", line)
+            if p.terminal_punct and (not line.endswith(_LINE_END) or line.endswith("...")):
+                removed["no_terminal_punct"] += 1
+                continue
+            words = line.split()
+            if p.min_words_per_line and len(words) < p.min_words_per_line:
+                removed["too_few_words"] += 1
+                continue
+            if p.max_word_len and len(line) > p.max_word_len and any(len(w) > p.max_word_len for w in words):
+                removed["too_long_word"] += 1
+                continue
+            low = line.lower()
+            if p.reject_lorem_ipsum and "lorem ipsum" in low:
+                reason = "c4_lorem_ipsum"
+                break
+            if p.drop_javascript_lines and "javascript" in low:
+                removed["javascript"] += 1
+                continue
+            if p.reject_curly_bracket and "{" in line:
+                reason = "c4_curly_bracket"
+                break
+            if p.drop_policy_lines and any(s in low for s in _POLICY):
+                removed["policy"] += 1
+                continue
+            kept.append(line)
+
+        n_removed = sum(removed.values())
+        signals["q_c4_lines_removed"] = n_removed
+        if reason:
+            return reason
+        for rule, n in removed.items():
+            counters[f"quality.c4_line_{rule}"] += n
+        new_text = "\n".join(kept)
+        n_sentences = len(_SENTENCE_END.findall(new_text))
+        n_sentences += sum(1 for line in kept if not _SENTENCE_END.search(line[-3:]))
+        signals["q_c4_sentences"] = n_sentences
+        if p.min_sentences and n_sentences < p.min_sentences:
+            return "c4_too_few_sentences"
+        if not kept:
+            return "c4_empty_after_cleanup"
+        if n_removed or new_text != doc.text:
+            counters["quality.c4_docs_changed"] += 1
+            counters["quality.c4_lines_removed"] += n_removed
+        doc.set_text(new_text)
+        return None
