@@ -19,12 +19,23 @@ from pipeline_lib.pipeline import ConfigRef
 from tasks.shard_tasks import stage_shard_task
 
 DEFAULT_CONFIG = "configs/small.yaml"
+SCHEDULED_DATE = "{scheduled_date}"  # deployment parameter: partition = the run's scheduled date
+
+
+def scheduled_partition() -> str:
+    """The flow run's scheduled start date (UTC), so a scheduled run and its backfill agree."""
+    from prefect.runtime import flow_run
+
+    start = flow_run.scheduled_start_time
+    return start.in_timezone("UTC").date().isoformat() if hasattr(start, "in_timezone") else start.date().isoformat()
 
 
 def resolve(config_path: str, partition: str | None = None, data_root: str | None = None,
             run_dir: str | None = None) -> tuple[PipelineConfig, ConfigRef, str]:
     """Load and validate the config (fails before any work), apply overrides, make the run dir."""
     overrides: dict[str, Any] = {}
+    if partition == SCHEDULED_DATE:
+        partition = scheduled_partition()
     if partition:
         overrides.setdefault("run", {})["partition"] = partition
     if data_root:

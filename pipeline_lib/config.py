@@ -98,7 +98,9 @@ class ExtractConfig(_Model):
     include_tables: bool = False
     include_comments: bool = False
     min_text_chars: int = Field(1, ge=0, description="Shorter extractions are rejected (extract_empty).")
-    timeout_seconds: float = Field(10.0, gt=0, description="Per-document limit.")
+    timeout_seconds: float = Field(10.0, gt=0, description="Per-document limit; a slower page is rejected (extract_timeout).")
+    prune_html: bool = Field(True, description="selectolax pre-pass dropping never-text subtrees before trafilatura.")
+    memory_limit_mb: int = Field(2048, ge=0, description="Extra address space for the extractor helper process; 0 = no limit.")
 
 
 class LangIdConfig(_Model):
@@ -324,6 +326,23 @@ class PipelineConfig(_Model):
             return p
         return str((Path(self.base_dir) / p).resolve())
 
+    def missing_files(self) -> list[str]:
+        """Local input files the config names that do not exist, as 'key: path' lines."""
+        named: list[tuple[str, str]] = [(f"urlfilter.blocklist_files[{i}]", p)
+                                        for i, p in enumerate(self.urlfilter.blocklist_files)]
+        if self.langid.model_path:
+            named.append(("langid.model_path", self.langid.model_path))
+        if self.source.kind == "warc":
+            named += [(f"source.warc_paths[{i}]", p) for i, p in enumerate(self.source.warc_paths)]
+        if self.source.kind == "docs":
+            named += [(f"source.docs_paths[{i}]", p) for i, p in enumerate(self.source.docs_paths)]
+        missing = []
+        for key, p in named:
+            resolved = self.resolve_path(p)
+            if "://" not in resolved and not Path(resolved).exists():
+                missing.append(f"{key}: {resolved} does not exist")
+        return missing
+
     @property
     def run_dir(self) -> str:
         root = self.run.data_root
@@ -358,6 +377,9 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", base_dir: str = "
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source)) from None
     cfg.base_dir = base_dir
+    missing = cfg.missing_files()
+    if missing:
+        raise ConfigError("\n".join([f"invalid config {source}:"] + [f"  {m}" for m in missing]))
     return cfg
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pipeline_lib.shards import ShardError
 from pipeline_lib.stage import ContractError
 
-NEVER_RETRY = (ShardError, ContractError, ValueError, TypeError, KeyError)
+NEVER_RETRY = (ShardError, ContractError, ValueError, TypeError, KeyError, FileNotFoundError, PermissionError,
+               IsADirectoryError, NotADirectoryError)
 
 
 def is_retryable(exc: BaseException) -> bool:

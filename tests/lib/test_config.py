@@ -64,3 +64,11 @@ def test_overrides_merge(tmp_path):
     p.write_text("run:\n  name: x\n  partition: a\n")
     cfg = load_config(p, {"run": {"partition": "b"}})
     assert (cfg.run.name, cfg.run.partition) == ("x", "b")
+
+
+def test_missing_input_file_fails_at_load_naming_key(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("urlfilter:\n  blocklist_files: [nope.txt]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "urlfilter.blocklist_files[0]" in str(e.value) and str(tmp_path / "nope.txt") in str(e.value)

@@ -1,0 +1,253 @@
+"""The crawl loop: frontier -> workers -> page shards, checkpointed after every shard.
+
+Concurrency is across hosts (a thread pool of ``concurrency`` workers, never two requests to one
+host at once). The main thread owns the frontier, the link extraction and the shard writing, so
+the frontier needs no locks and a checkpoint is a consistent snapshot.
+
+Resume protocol (files under ``<out_dir>/_crawl_state/``):
+  1. write shard N's data files, 2. write ``part-N.json`` (frontier + visited, with the URLs still
+  in flight put back in the queue), 3. write shard N's manifest (the "done" marker),
+  4. delete the previous state file. A resumed crawl loads the state of the newest shard that has
+  a manifest, so a kill at any point refetches only pages that were never written.
+When the crawl ends, ``done.json`` records it; a rerun with the same crawl config does nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import pyarrow as pa
+from selectolax.lexbor import LexborHTMLParser as HTMLParser
+
+from pipeline_lib import shards
+from pipeline_lib.config import CrawlConfig, PipelineConfig
+from pipeline_lib.crawl.fetcher import FetchResult, Fetcher, FetchSettings, address_problem
+from pipeline_lib.crawl.frontier import Frontier
+from pipeline_lib.crawl.robots import RobotsCache
+from pipeline_lib.crawl.urls import Scope, host_key, normalize_url
+from pipeline_lib.schema import PAGE_REJECT_SCHEMA, PAGE_SCHEMA, doc_id
+from pipeline_lib.stage import StageResult, write_result
+
+STAGE = "00_crawl"
+STATE_DIR = "_crawl_state"
+DONE_FILE = "done.json"
+NOT_FETCHED = frozenset({"robots_disallowed", "robots_unavailable", "private_address", "unsupported_scheme",
+                         "dns_error", "invalid_url"})
+
+
+@dataclass
+class Outcome:
+    url: str
+    depth: int
+    result: FetchResult
+    fetched_at: datetime
+    host_delay: float
+    fetched: bool  # False when no request for the page itself was made (robots, address)
+
+
+def settings_from(c: CrawlConfig) -> FetchSettings:
+    return FetchSettings(
+        user_agent=c.user_agent, connect_timeout=c.connect_timeout, read_timeout=c.read_timeout,
+        total_timeout=c.total_timeout, max_body_bytes=c.max_body_bytes, max_redirects=c.max_redirects,
+        max_retries=c.max_retries, max_retry_wait=c.max_retry_wait,
+        allow_private_hosts=tuple(h.lower() for h in c.allow_private_hosts))
+
+
+def extract_links(html: str, base_url: str) -> list[str]:
+    tree = HTMLParser(html)
+    for meta in tree.css("meta[name]"):
+        if (meta.attributes.get("name") or "").lower() == "robots" and "nofollow" in (meta.attributes.get("content") or "").lower():
+            return []
+    base_tag = tree.css_first("base[href]")
+    if base_tag is not None:
+        base_url = normalize_url(base_tag.attributes.get("href") or "", base_url) or base_url
+    links = []
+    for a in tree.css("a[href]"):
+        if "nofollow" in (a.attributes.get("rel") or "").lower():
+            continue
+        url = normalize_url(a.attributes.get("href") or "", base_url)
+        if url:
+            links.append(url)
+    return links
+
+
+class Crawler:
+    def __init__(self, cfg: PipelineConfig, fs, out_dir: str, progress: Callable[[dict], None] | None = None):
+        self.cfg = cfg
+        self.c = cfg.crawl
+        self.fs, self.out_dir, self.progress = fs, out_dir, progress
+        self.config_hash = cfg.section_hash("crawl")
+        self.fetcher = Fetcher(settings_from(self.c))
+        self.robots = RobotsCache(self.fetcher, self.c.user_agent)
+        seeds = [u for u in (normalize_url(s) for s in self.c.seeds) if u]
+        self.scope = Scope(self.c.scope, seeds, self.c.allowed_domains, self.c.include_patterns, self.c.exclude_patterns)
+        self.seeds = seeds
+        self.kept: list[dict[str, Any]] = []
+        self.rejected: list[dict[str, Any]] = []
+        self.reasons: Counter[str] = Counter()
+        self.shards_written: list[str] = []
+        self.pages_written = 0
+        self.rejected_written = 0
+        self.fetched = 0
+        self.next_shard = 0
+        self.frontier = Frontier()
+        self.buffer_started = time.perf_counter()
+
+    # ---- state -----------------------------------------------------------------------------
+    def _state_path(self, leaf: str) -> str:
+        return shards.join(self.out_dir, STATE_DIR, leaf)
+
+    def load(self) -> dict | None:
+        """Restore the frontier from the newest complete shard; returns done.json if finished."""
+        done_path = self._state_path(DONE_FILE)
+        done = json.loads(shards.read_bytes(self.fs, done_path)) if shards.exists(self.fs, done_path) else None
+        names = [n for n in shards.list_shards(self.fs, self.out_dir)]
+        if not names:
+            for seed in self.seeds:
+                self.frontier.add(seed, 0)
+            return done
+        last = names[-1]
+        state_path = self._state_path(last + ".json")
+        if not shards.exists(self.fs, state_path):
+            raise shards.ShardError(f"{state_path}: crawl state missing for shard {last}; cannot resume safely")
+        state = json.loads(shards.read_bytes(self.fs, state_path))
+        self.frontier = Frontier.from_state(state["frontier"])
+        for seed in self.seeds:  # seeds added since the last run join the queue; known ones are no-ops
+            self.frontier.add(seed, 0)
+        self.fetched = int(state["fetched"])
+        self.next_shard = int(last.rsplit("-", 1)[1]) + 1
+        return done
+
+    def _write_state(self, name: str, inflight: list[tuple[str, int]]) -> None:
+        state = {"shard": name, "fetched": self.fetched - len(inflight), "config_hash": self.config_hash,
+                 "frontier": self.frontier.to_state(inflight)}
+        shards.write_bytes_atomic(self.fs, self._state_path(name + ".json"), json.dumps(state).encode())
+
+    # ---- shards ----------------------------------------------------------------------------
+    def flush(self, inflight: list[tuple[str, int]]) -> None:
+        if not self.kept and not self.rejected:
+            return
+        name = shards.shard_name(self.next_shard)
+        kept = pa.Table.from_pylist(self.kept, schema=PAGE_SCHEMA)
+        rejected = pa.Table.from_pylist(self.rejected, schema=PAGE_REJECT_SCHEMA)
+        result = StageResult(kept, rejected, {"crawl.fetched_total": self.fetched - len(inflight)})
+        # State before the manifest: the manifest (written last by write_result) vouches for both.
+        self._write_state(name, inflight)
+        write_result(self.fs, self.out_dir, name, STAGE, kept.num_rows + rejected.num_rows, result,
+                     self.config_hash, [], time.perf_counter() - self.buffer_started,
+                     extra={"source": "crawl", "crawl_state": shards.join(STATE_DIR, name + ".json")})
+        if self.next_shard > 0:
+            previous = self._state_path(shards.shard_name(self.next_shard - 1) + ".json")
+            if shards.exists(self.fs, previous):
+                self.fs.rm(self.fs._strip_protocol(previous))
+        self.shards_written.append(name)
+        self.pages_written += kept.num_rows
+        self.rejected_written += rejected.num_rows
+        self.next_shard += 1
+        self.kept, self.rejected = [], []
+        self.buffer_started = time.perf_counter()
+        if self.progress:
+            self.progress({"shard": name, "pages": self.pages_written, "rejected": self.rejected_written,
+                           "fetched": self.fetched - len(inflight), "queued": self.frontier.queued()})
+
+    def _record(self, o: Outcome) -> None:
+        r = o.result
+        if r.ok:
+            self.kept.append({"id": doc_id(o.url), "url": o.url, "final_url": r.final_url, "status": r.status,
+                              "content_type": r.content_type, "html": r.html, "fetched_at": o.fetched_at,
+                              "depth": o.depth, "source": "crawl",
+                              "headers": json.dumps(r.headers, sort_keys=True, ensure_ascii=False)})
+        else:
+            self.reasons[r.reason] += 1
+            self.rejected.append({"id": doc_id(o.url), "url": o.url, "status": r.status, "depth": o.depth,
+                                  "fetched_at": o.fetched_at, "source": "crawl", "reject_reason": r.reason,
+                                  "detail": r.detail[:500]})
+
+    # ---- fetching --------------------------------------------------------------------------
+    def _hop_check(self, url: str) -> str | None:
+        return self.robots.problem(url)
+
+    def _work(self, url: str, depth: int) -> Outcome:
+        now = datetime.now(timezone.utc)
+        problem = address_problem(url, self.fetcher.s.allow_private_hosts) or self.robots.problem(url)
+        delay = max(self.c.delay_seconds, min(self.robots.crawl_delay(url), self.c.max_crawl_delay))
+        if problem:
+            return Outcome(url, depth, FetchResult(url, url, reason=problem), now, 0.0, fetched=False)
+        result = self.fetcher.fetch(url, check=self._hop_check)
+        return Outcome(url, depth, result, now, delay, fetched=True)
+
+    def run(self) -> dict[str, Any]:
+        pool = ThreadPoolExecutor(self.c.concurrency, thread_name_prefix="crawl")
+        inflight: dict = {}
+        try:
+            while True:
+                while len(inflight) < self.c.concurrency and self.fetched < self.c.max_pages:
+                    item = self.frontier.pop_ready()
+                    if item is None:
+                        break
+                    host, url, depth = item
+                    self.fetched += 1
+                    inflight[pool.submit(self._work, url, depth)] = (host, url, depth)
+                if not inflight:
+                    wait_s = self.frontier.seconds_until_ready()
+                    if wait_s is None or self.fetched >= self.c.max_pages:
+                        break
+                    time.sleep(min(wait_s, 1.0))
+                    continue
+                wait_s = self.frontier.seconds_until_ready() if len(inflight) < self.c.concurrency else None
+                finished, _ = wait(list(inflight), timeout=wait_s, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    host, url, depth = inflight.pop(fut)
+                    outcome = fut.result()
+                    self.frontier.release(host, outcome.host_delay)
+                    if not outcome.fetched:
+                        self.fetched -= 1  # the page budget counts requests, not refusals
+                    self._record(outcome)
+                    if outcome.result.ok and depth < self.c.max_depth:
+                        for link in extract_links(outcome.result.html, outcome.result.final_url):
+                            if self.scope.allows(link):
+                                self.frontier.add(link, depth + 1)
+                    if len(self.kept) + len(self.rejected) >= self.c.pages_per_shard:
+                        self.flush([(u, d) for _h, u, d in inflight.values()])
+            self.flush([])
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.fetcher.close()
+        return self.summary(skipped=False)
+
+    def summary(self, skipped: bool) -> dict[str, Any]:
+        return summarize(self.fs, self.out_dir, skipped)
+
+
+def summarize(fs, out_dir: str, skipped: bool) -> dict[str, Any]:
+    names = shards.list_shards(fs, out_dir)
+    pages = rejected = 0
+    reasons: Counter[str] = Counter()
+    for name in names:
+        m = shards.load_manifest(fs, out_dir, name)
+        pages += m["counters"].get("kept", 0)
+        rejected += m["counters"].get("rejected", 0)
+        for k, v in m["counters"].items():
+            if k.startswith("rejected."):
+                reasons[k.split(".", 1)[1]] += v
+    return {"shards": len(names), "pages": pages, "rejected": rejected, "reasons": dict(sorted(reasons.items())),
+            "skipped": skipped}
+
+
+def run_crawl(cfg: PipelineConfig, fs, out_dir: str, progress: Callable[[dict], None] | None = None) -> dict:
+    crawler = Crawler(cfg, fs, out_dir, progress)
+    done = crawler.load()
+    if done is not None and done.get("config_hash") == crawler.config_hash:
+        crawler.fetcher.close()
+        return crawler.summary(skipped=True)
+    summary = crawler.run()
+    marker = {"done": True, "config_hash": crawler.config_hash, "shards": summary["shards"],
+              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    shards.write_bytes_atomic(fs, crawler._state_path(DONE_FILE), json.dumps(marker, sort_keys=True).encode())
+    return summary

@@ -1,0 +1,81 @@
+"""Turning HTML bytes into correct Unicode: BOM, then the HTTP header, then ``<meta>``, then detection.
+
+Labels are mapped the way browsers map them (WHATWG Encoding): a page that says ``iso-8859-1``
+is really windows-1252, ``shift_jis`` is really cp932, so curly quotes and NEC symbols survive.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+
+_ALIASES = {
+    "iso-8859-1": "cp1252", "iso8859-1": "cp1252", "latin1": "cp1252", "latin-1": "cp1252",
+    "l1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252", "windows-1252": "cp1252",
+    "shift_jis": "cp932", "shift-jis": "cp932", "sjis": "cp932", "x-sjis": "cp932", "ms_kanji": "cp932",
+    "windows-31j": "cp932", "gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030",
+    "euc-kr": "cp949", "ks_c_5601-1987": "cp949", "iso-8859-9": "cp1254", "tis-620": "cp874",
+    "x-euc-jp": "euc-jp", "utf8": "utf-8", "unicode-1-1-utf-8": "utf-8",
+}
+_BOMS = [(codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I)
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I)
+
+
+def codec_for(label: str | None) -> str | None:
+    """A Python codec name for a charset label, or None if the label is unknown."""
+    if not label:
+        return None
+    label = label.strip().lower()
+    label = _ALIASES.get(label, label)
+    try:
+        name = codecs.lookup(label).name
+    except LookupError:
+        return None
+    # utf-16 declared in a <meta> of an ASCII-compatible page is a lie (WHATWG says: use utf-8).
+    return name
+
+
+def charset_from_content_type(content_type: str | None) -> str | None:
+    m = _HEADER_CHARSET.search(content_type or "")
+    return m.group(1) if m else None
+
+
+def charset_from_meta(head: bytes) -> str | None:
+    m = _META_CHARSET.search(head)
+    return m.group(1).decode("ascii", "replace") if m else None
+
+
+def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]:
+    """(text, codec used). Never raises: the last resort decodes with replacement characters."""
+    for bom, name in _BOMS:
+        if body.startswith(bom):
+            return body[len(bom):].decode(name, errors="replace"), name
+    declared = [codec_for(charset_from_content_type(content_type)), codec_for(charset_from_meta(body[:4096]))]
+    for name in declared:
+        if name and not name.startswith("utf-16"):
+            try:
+                return body.decode(name), name
+            except UnicodeDecodeError:
+                continue  # the declaration is wrong; try the next source of truth
+    try:
+        return body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    guess = _detect(body)
+    if guess:
+        try:
+            return body.decode(guess), guess
+        except UnicodeDecodeError:
+            pass
+    fallback = next((n for n in declared if n and not n.startswith("utf-16")), None) or guess or "cp1252"
+    return body.decode(fallback, errors="replace"), fallback
+
+
+def _detect(body: bytes) -> str | None:
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:  # pragma: no cover - requests always brings it
+        return None
+    best = from_bytes(body[:200_000]).best()
+    return codec_for(best.encoding) if best is not None else None

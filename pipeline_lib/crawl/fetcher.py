@@ -1,0 +1,279 @@
+"""One hardened HTTP fetch: safe addresses, bounded time, bounded size, manual redirects, retries.
+
+Why each guard exists:
+- Every hop (the first request and every redirect) is resolved and checked, so a public page
+  cannot bounce the crawler into 127.0.0.1 or a cloud metadata address.
+- Connect/read timeouts bound each socket operation; the total deadline bounds the whole fetch,
+  so a server trickling one byte at a time cannot hold a worker.
+- The size cap counts decompressed bytes and decompresses with a bounded output size, so a gzip
+  bomb is cut off after ``max_body_bytes``, never inflated in memory.
+- Only 429 and 5xx are retried (they can succeed later); a 4xx is the page's final answer.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import socket
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import urlsplit
+
+import requests
+
+from pipeline_lib.crawl.encoding import decode_html
+from pipeline_lib.crawl.urls import normalize_url
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+CHUNK = 16 * 1024
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 507, 509, 520, 521, 522, 523, 524})
+
+
+@dataclass
+class FetchResult:
+    url: str
+    final_url: str
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = ""
+    html: str | None = None
+    reason: str | None = None  # None = a usable HTML page
+    detail: str = ""
+    attempts: int = 0
+    retry_after: float | None = None  # what the server asked for on the last 429/503
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    user_agent: str = "crawl2model/0.1"
+    connect_timeout: float = 5.0
+    read_timeout: float = 10.0
+    total_timeout: float = 30.0
+    max_body_bytes: int = 5_000_000
+    max_redirects: int = 5
+    max_retries: int = 2
+    max_retry_wait: float = 30.0
+    backoff_base: float = 0.5
+    allow_private_hosts: tuple[str, ...] = ()
+    accept_types: tuple[str, ...] = HTML_TYPES
+
+
+class _Abort(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def address_problem(url: str, allow_private_hosts: tuple[str, ...] | list[str]) -> str | None:
+    """None when the URL's host may be fetched, else a reject reason.
+
+    Checked after DNS resolution: a public name that resolves to 10.0.0.1 is as private as the IP.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return "unsupported_scheme"
+    host = (parts.hostname or "").lower()
+    if not host:
+        return "invalid_url"
+    if host in allow_private_hosts:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return "dns_error"
+    for info in infos:
+        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        if not ip.is_global or ip.is_multicast:
+            return "private_address"
+    return None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _socket_of(resp: requests.Response):
+    conn = getattr(resp.raw, "_connection", None)
+    return getattr(conn, "sock", None)
+
+
+def _decompressor(encoding: str):
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity", "none"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip header, auto-detected
+    raise _Abort("unsupported_encoding", encoding)
+
+
+class Fetcher:
+    def __init__(self, settings: FetchSettings, session: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.s = settings
+        self.session = session or requests.Session()
+        self.session.trust_env = False  # no proxies or netrc from the environment
+        self.sleep = sleep
+
+    def close(self) -> None:
+        self.session.close()
+
+    def fetch(self, url: str, check: Callable[[str], str | None] | None = None,
+              accept_any_type: bool = False) -> FetchResult:
+        """Fetch with retries on 429/5xx. ``check(url)`` vets every hop (robots, scope)."""
+        result = FetchResult(url=url, final_url=url)
+        for attempt in range(self.s.max_retries + 1):
+            result = self._fetch_redirects(url, check, accept_any_type)
+            result.attempts = attempt + 1
+            if result.status not in RETRY_STATUSES or attempt == self.s.max_retries:
+                break
+            wait = result.retry_after
+            if wait is None:
+                wait = self.s.backoff_base * (2 ** attempt)
+            if wait > self.s.max_retry_wait:
+                result.detail = f"Retry-After {wait:.0f}s exceeds max_retry_wait"
+                break
+            self.sleep(wait)
+        return result
+
+    def _fetch_redirects(self, url: str, check, accept_any_type: bool) -> FetchResult:
+        seen = {url}
+        current = url
+        for _hop in range(self.s.max_redirects + 1):
+            problem = address_problem(current, self.s.allow_private_hosts) or (check(current) if check else None)
+            if problem:
+                return FetchResult(url=url, final_url=current, reason=problem, detail=f"refused {current}")
+            result = self._fetch_one(url, current, accept_any_type)
+            if result.status is None or not (300 <= result.status < 400) or result.status == 304:
+                return result
+            location = result.headers.get("location") or result.headers.get("Location")
+            target = normalize_url(location, current) if location else None
+            if target is None:
+                result.reason, result.detail = "bad_redirect", f"Location {location!r}"
+                return result
+            if target in seen:
+                result.reason, result.detail = "redirect_loop", f"{current} -> {target}"
+                return result
+            seen.add(target)
+            current = target
+        return FetchResult(url=url, final_url=current, reason="too_many_redirects",
+                           detail=f"more than {self.s.max_redirects} redirects")
+
+    def _fetch_one(self, url: str, current: str, accept_any_type: bool) -> FetchResult:
+        s = self.s
+        result = FetchResult(url=url, final_url=current)
+        deadline = time.monotonic() + s.total_timeout
+        headers = {"User-Agent": s.user_agent, "Accept-Encoding": "gzip, deflate",
+                   "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"}
+        try:
+            resp = self.session.get(current, headers=headers, stream=True, allow_redirects=False,
+                                    timeout=(min(s.connect_timeout, s.total_timeout), min(s.read_timeout, s.total_timeout)))
+        except requests.exceptions.Timeout as e:
+            result.reason, result.detail = "timeout", str(e)[:200]
+            return result
+        except requests.exceptions.RequestException as e:
+            result.reason, result.detail = "connection_error", str(e)[:200]
+            return result
+        with resp:
+            result.status = resp.status_code
+            result.headers = {k.lower(): v for k, v in resp.headers.items()}
+            result.content_type = resp.headers.get("content-type", "")
+            if 300 <= resp.status_code < 400:
+                return result
+            if resp.status_code >= 400 or resp.status_code < 200:
+                result.reason = f"http_{resp.status_code}"
+                result.retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                return result
+            mime = result.content_type.split(";", 1)[0].strip().lower()
+            if not accept_any_type and mime and mime not in s.accept_types:
+                result.reason, result.detail = "non_html", mime
+                return result
+            length = resp.headers.get("content-length", "")
+            if length.isdigit() and not resp.headers.get("content-encoding") and int(length) > s.max_body_bytes:
+                result.reason, result.detail = "too_large", f"Content-Length {length}"
+                return result
+            try:
+                body = self._read_body(resp, deadline)
+            except _Abort as e:
+                result.reason, result.detail = e.reason, e.detail
+                return result
+            except (requests.exceptions.RequestException, OSError, ValueError) as e:
+                kind = "timeout" if "timed out" in str(e).lower() else "connection_error"
+                result.reason, result.detail = kind, str(e)[:200]
+                return result
+        if accept_any_type:
+            result.html = body.decode("utf-8", errors="replace")
+            return result
+        if _looks_binary(body):
+            result.reason, result.detail = "binary_content", "control bytes in a text/html body"
+            return result
+        result.html, _ = decode_html(body, result.content_type)
+        return result
+
+    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
+        cap = self.s.max_body_bytes
+        decomp = _decompressor(resp.headers.get("content-encoding", ""))
+        sock = _socket_of(resp)
+        out = bytearray()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Abort("timeout", "total deadline exceeded while reading the body")
+            if sock is not None:
+                # Each recv may wait at most until the deadline: a trickle cannot stretch it.
+                sock.settimeout(min(self.s.read_timeout, remaining))
+            try:
+                chunk = resp.raw.read1(CHUNK, decode_content=False)
+            except (socket.timeout, TimeoutError) as e:
+                raise _Abort("timeout", str(e)[:200]) from None
+            except Exception as e:  # urllib3 wraps socket timeouts in its own errors
+                if "timed out" in str(e).lower():
+                    raise _Abort("timeout", str(e)[:200]) from None
+                raise
+            if not chunk:
+                break
+            if decomp is None:
+                out += chunk
+            else:
+                try:
+                    # Bounded output per call: at most cap+1 bytes are ever inflated.
+                    out += decomp.decompress(chunk, cap + 1 - len(out))
+                except zlib.error as e:
+                    raise _Abort("bad_encoding", str(e)[:200]) from None
+                if decomp.unconsumed_tail and len(out) <= cap:
+                    while decomp.unconsumed_tail and len(out) <= cap:
+                        out += decomp.decompress(decomp.unconsumed_tail, cap + 1 - len(out))
+            if len(out) > cap:
+                raise _Abort("too_large", f"more than {cap} bytes")
+            if decomp is not None and decomp.eof:
+                break
+        return bytes(out)
+
+
+def _looks_binary(body: bytes) -> bool:
+    head = body[:4096]
+    if not head or head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 text is full of NULs
+        return False
+    if b"\x00" in head:
+        return True
+    controls = sum(1 for b in head if b < 9 or 13 < b < 32)
+    return controls / len(head) > 0.05

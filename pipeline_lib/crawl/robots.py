@@ -1,0 +1,81 @@
+"""robots.txt, fetched once per host and cached (RFC 9309 semantics).
+
+- 2xx: parsed with protego and honoured for our user agent.
+- 4xx (missing, forbidden): no restrictions.
+- 5xx or unreachable: the whole host is disallowed for ``unavailable_ttl`` seconds, then retried;
+  the standard asks crawlers to assume "complete disallow" while the server is failing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from protego import Protego
+
+from pipeline_lib.crawl.fetcher import Fetcher
+from pipeline_lib.crawl.urls import host_key
+
+MAX_ROBOTS_BYTES = 500 * 1024  # RFC 9309: parse at least the first 500 KiB
+
+
+class _Entry:
+    __slots__ = ("parser", "unavailable_until", "detail")
+
+    def __init__(self, parser: Protego | None, unavailable_until: float = 0.0, detail: str = ""):
+        self.parser, self.unavailable_until, self.detail = parser, unavailable_until, detail
+
+
+class RobotsCache:
+    def __init__(self, fetcher: Fetcher, user_agent: str, unavailable_ttl: float = 60.0,
+                 clock=time.monotonic):
+        self.fetcher = fetcher
+        self.user_agent = user_agent
+        self.unavailable_ttl = unavailable_ttl
+        self.clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self.fetches = 0
+
+    def _entry(self, key: str) -> _Entry:
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:  # one robots.txt request per host even with concurrent workers
+            entry = self._entries.get(key)
+            if entry is None or (entry.parser is None and self.clock() >= entry.unavailable_until):
+                entry = self._load(key)
+                self._entries[key] = entry
+            return entry
+
+    def _load(self, key: str) -> _Entry:
+        self.fetches += 1
+        result = self.fetcher.fetch(key + "/robots.txt", accept_any_type=True)
+        if result.status is not None and 200 <= result.status < 300 and result.html is not None:
+            return _Entry(Protego.parse(result.html[:MAX_ROBOTS_BYTES]))
+        if result.status is not None and 400 <= result.status < 500:
+            return _Entry(Protego.parse(""))
+        if result.reason == "too_large":
+            return _Entry(Protego.parse(""))
+        detail = f"robots.txt {result.status or result.reason}"
+        return _Entry(None, self.clock() + self.unavailable_ttl, detail)
+
+    def problem(self, url: str) -> str | None:
+        """None when robots.txt lets us fetch ``url``, else a reject reason."""
+        entry = self._entry(host_key(url))
+        if entry.parser is None:
+            return "robots_unavailable"
+        if not entry.parser.can_fetch(url, self.user_agent):
+            return "robots_disallowed"
+        return None
+
+    def crawl_delay(self, url: str) -> float:
+        entry = self._entry(host_key(url))
+        if entry.parser is None:
+            return 0.0
+        delay = entry.parser.crawl_delay(self.user_agent)
+        if delay is None:
+            rate = entry.parser.request_rate(self.user_agent)
+            if rate is not None and rate.requests:
+                delay = rate.seconds / rate.requests
+        return float(delay or 0.0)
