@@ -40,7 +40,7 @@ class C4(QualityFilter):
             if not line:
                 continue
             if p.remove_citations and "[" in line:
-                line = _CITATION.sub("", line)
+                line = _CITATION.sub("", line).strip()
             if p.terminal_punct and (not line.endswith(_LINE_END) or line.endswith("...")):
                 removed["no_terminal_punct"] += 1
                 continue
