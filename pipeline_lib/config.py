@@ -193,12 +193,15 @@ class DedupConfig(_Model):
     enabled: bool = True
     exact: bool = Field(True, description="Drop copies with the same normalised text (exact_duplicate).")
     near: bool = Field(True, description="Drop MinHash near-duplicates (near_duplicate).")
-    ngram: int = Field(5, ge=1, le=32, description="Word n-gram size of the shingles.")
-    num_perm: int = Field(112, ge=8, le=1024, description="MinHash permutations (datasketch affine32 scheme).")
-    bands: int = Field(14, ge=1, description="LSH bands; a pair collides when all rows of one band agree.")
-    rows: int = Field(8, ge=1, description="Rows per band; bands*rows <= num_perm.")
+    # Defaults tuned on ../shared/data/dedup/near_dups.jsonl (bench/dedup.py): 3-grams and a low LSH
+    # threshold ((1/20)**(1/5) ~ 0.55) catch boilerplate-wrapped and edited copies that FineWeb's
+    # 5-grams x (14 bands x 8 rows, threshold ~ 0.72) miss; verification at 0.65 keeps precision.
+    ngram: int = Field(3, ge=1, le=32, description="Word n-gram size of the shingles (FineWeb: 5).")
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations (datasketch affine32 scheme).")
+    bands: int = Field(20, ge=1, description="LSH bands; a pair collides when all rows of one band agree.")
+    rows: int = Field(5, ge=1, description="Rows per band; bands*rows <= num_perm.")
     seed: int = Field(1, description="MinHash seed (datasketch's).")
-    verify_threshold: float = Field(0.0, ge=0, le=1, description="Merge a band collision only if its estimated "
+    verify_threshold: float = Field(0.65, ge=0, le=1, description="Merge a band collision only if its estimated "
                                     "Jaccard (equal signature slots) reaches this; 0 = no verification.")
     neighbours: int = Field(4, ge=1, le=64, description="Candidate pairs per row within a band bucket (in key order).")
     keep: Literal["earliest", "latest", "longest"] = Field(

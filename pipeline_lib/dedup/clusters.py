@@ -1,8 +1,8 @@
 """Global clustering of MinHash signatures in bounded memory: band keys, sort, union-find.
 
-Documents are rows 0..n-1 in *preference order* (row 0 is the one a keep rule prefers most), so
-the union-find always hooks the larger root under the smaller one and a component's root is the
-document to keep. Per band, the rows of the band are folded into one 64-bit key per document,
+The union-find works on *preference positions* (position 0 is the document a keep rule prefers
+most) and always hooks the larger root under the smaller one, so a component's root is the
+document to keep; signatures stay in their row order, only a rank array maps rows to positions. Per band, the rows of the band are folded into one 64-bit key per document,
 ``argsort`` brings equal keys together, and candidate pairs are drawn between neighbours in that
 order. No Python object is created per document or per band: each band costs a few uint64/int64
 arrays of length n, freed before the next band.
@@ -34,8 +34,8 @@ def band_keys(sig: np.ndarray, band: int, rows: int) -> np.ndarray:
 class UnionFind:
     """Array union-find; roots are the smallest member, so the root is the preferred document."""
 
-    def __init__(self, n: int):
-        self.parent = np.arange(n, dtype=np.int64)
+    def __init__(self, n: int, index_type=np.int64):
+        self.parent = np.arange(n, dtype=index_type)
 
     def flatten(self) -> np.ndarray:
         """Point every row straight at its root (pointer jumping), return the parent array."""
@@ -78,8 +78,11 @@ def candidate_pairs(keys: np.ndarray, eligible: np.ndarray | None, neighbours: i
     With one neighbour the pairs chain every bucket together; more neighbours give a verifier
     something to fall back on when one member of a bucket is a false positive.
     """
-    rows = np.flatnonzero(eligible) if eligible is not None else np.arange(len(keys))
-    order = rows[np.argsort(keys[rows], kind="stable")]
+    if eligible is None:
+        order = np.argsort(keys, kind="stable")
+    else:
+        rows = np.flatnonzero(eligible)
+        order = rows[np.argsort(keys[rows], kind="stable")]
     sorted_keys = keys[order]
     us, vs = [], []
     for step in range(1, max(1, neighbours) + 1):
@@ -97,16 +100,21 @@ def candidate_pairs(keys: np.ndarray, eligible: np.ndarray | None, neighbours: i
 
 
 def cluster(sig: np.ndarray | None, exact: np.ndarray | None, has_shingles: np.ndarray | None,
-            params: ClusterParams, verify_chunk: int = 1 << 16) -> np.ndarray:
-    """Root (kept row) of every row: exact-hash groups, then MinHash LSH with optional verification.
+            params: ClusterParams, rank: np.ndarray | None = None, verify_chunk: int = 1 << 16) -> np.ndarray:
+    """The kept row (cluster root) of every row: exact-hash groups, then MinHash LSH bands.
 
-    ``sig`` (n x num_perm uint32) may be None for exact-only; ``exact`` (n uint64) may be None for
-    near-only. Rows without shingles take no part in near-duplicate banding.
+    ``sig`` (n x num_perm uint32) may be None for exact-only; ``exact`` (n uint64) may be None
+    for near-only. Rows without shingles take no part in banding. ``rank[row]`` is the row's
+    preference position (default: the row order itself); the root is the best-ranked member.
     """
     n = len(exact) if exact is not None else sig.shape[0]
-    uf = UnionFind(n)
+    index_type = np.int32 if n < 2**31 else np.int64
+    if rank is None:
+        rank = np.arange(n, dtype=index_type)
+    uf = UnionFind(n, index_type)
     if exact is not None:
-        uf.union(*candidate_pairs(exact, None, 1))
+        u, v = candidate_pairs(exact, None, 1)
+        uf.union(rank[u], rank[v])
     if sig is not None:
         for band in range(params.bands):
             keys = band_keys(sig, band, params.rows)
@@ -114,11 +122,15 @@ def cluster(sig: np.ndarray | None, exact: np.ndarray | None, has_shingles: np.n
             del keys
             if params.verify_threshold > 0 and len(u):
                 parent = uf.flatten()
-                todo = parent[u] != parent[v]  # pairs already joined need no verification
+                todo = parent[rank[u]] != parent[rank[v]]  # pairs already joined need no check
                 u, v = u[todo], v[todo]
-                ok = np.zeros(len(u), dtype=bool)
+                similar = np.zeros(len(u), dtype=bool)
                 for s in range(0, len(u), verify_chunk):
-                    ok[s:s + verify_chunk] = estimated_jaccard(sig[u[s:s + verify_chunk]], sig[v[s:s + verify_chunk]]) >= params.verify_threshold
-                u, v = u[ok], v[ok]
-            uf.union(u, v)
-    return uf.flatten().copy()
+                    part = slice(s, s + verify_chunk)
+                    similar[part] = estimated_jaccard(sig[u[part]], sig[v[part]]) >= params.verify_threshold
+                u, v = u[similar], v[similar]
+            uf.union(rank[u], rank[v])
+    root_position = uf.flatten()
+    position_to_row = np.empty(n, dtype=index_type)
+    position_to_row[rank] = np.arange(n, dtype=index_type)
+    return position_to_row[root_position[rank]]

@@ -12,6 +12,9 @@ import hashlib
 import re
 import unicodedata
 
+# Bump when the normalisation changes: persistent index entries of another version never match.
+NORMALIZATION_VERSION = 1
+
 _APOSTROPHES = re.compile(r"['\u2019\u02bc`]")
 _DIGITS = re.compile(r"\d+")
 # \w without "_" keeps letters and digits of every script; everything else separates words.

@@ -79,7 +79,7 @@ def signature_matrix(sigs: pa.Table, num_perm: int) -> np.ndarray:
 
 
 def cluster_table(sigs: pa.Table, dcfg: DedupConfig) -> np.ndarray:
-    """Root row of every row of ``sigs`` (already in preference order)."""
+    """The kept row (cluster root) of every row of ``sigs``, by the configured keep rule."""
     params = ClusterParams(dcfg.bands, dcfg.rows, dcfg.verify_threshold, dcfg.neighbours)
     exact = sigs.column("exact_hash").to_numpy() if dcfg.exact else None
     sig = has_shingles = None
@@ -88,7 +88,10 @@ def cluster_table(sigs: pa.Table, dcfg: DedupConfig) -> np.ndarray:
         has_shingles = sigs.column("n_shingles").to_numpy() > 0
     if exact is None and sig is None:
         return np.arange(sigs.num_rows)
-    return cluster(sig, exact, has_shingles, params)
+    order = preference_order(sigs, dcfg.keep)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return cluster(sig, exact, has_shingles, params, rank=rank)
 
 
 def cluster_labels(ids: np.ndarray, roots: np.ndarray) -> np.ndarray:
@@ -102,7 +105,7 @@ def cluster_labels(ids: np.ndarray, roots: np.ndarray) -> np.ndarray:
 
 
 def drop_rows(sigs: pa.Table, roots: np.ndarray, external: ExternalMatches | None = None) -> tuple[np.ndarray, pa.Table]:
-    """(mask of dropped rows, their drop table) from roots over rows in preference order.
+    """(mask of dropped rows, their drop table) from each row's root (its kept row).
 
     ``external`` (index scope) names, per row, a document kept by an earlier run that this row's
     cluster matched; such clusters are dropped whole, their kept id being the earlier one.
@@ -152,8 +155,6 @@ def run_clustering(cfg: PipelineConfig, fs, sig_dir: str, clusters_dir: str) -> 
     parts = [shards.read_verified(fs, sig_dir, n) for n in names]
     shard_of_row = np.repeat(np.arange(len(names)), [p.num_rows for p in parts])
     sigs = pa.concat_tables(parts) if parts else signature_table(pa.table({"id": pa.array([], pa.string())}), dcfg)
-    order = preference_order(sigs, dcfg.keep)
-    sigs, shard_of_row = sigs.take(order), shard_of_row[order]
     roots = cluster_table(sigs, dcfg)
     counters: dict[str, int] = {}
     if dcfg.scope == "index":

@@ -36,15 +36,11 @@ def dedup_config(args: argparse.Namespace) -> DedupConfig:
 
 def predict_clusters(ids: list[str], texts: list[str], dcfg: DedupConfig) -> list[str]:
     """The cluster label (smallest member id) the pipeline gives each document."""
-    from pipeline_lib.dedup.steps import cluster_labels, cluster_table, preference_order, signature_table
+    from pipeline_lib.dedup.steps import cluster_labels, cluster_table, signature_table
 
     table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string())})
-    sigs = signature_table(table, dcfg)
-    order = preference_order(sigs, dcfg.keep)
-    roots = cluster_table(sigs.take(order), dcfg)
-    labels = np.empty(len(ids), dtype=object)
-    labels[order] = cluster_labels(np.asarray(ids, dtype=object)[order], roots)
-    return labels.tolist()
+    roots = cluster_table(signature_table(table, dcfg), dcfg)
+    return cluster_labels(np.asarray(ids, dtype=object), roots).tolist()
 
 
 def pairwise_scores(gold: list, predicted: list) -> dict[str, float | int]:

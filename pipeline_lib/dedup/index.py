@@ -1,0 +1,277 @@
+"""A persistent index of documents kept by earlier runs, so a new run drops what was kept before.
+
+What it stores per kept document: its id, its normalised-text hash, its band keys and its
+signature (to verify a band collision like the in-run clustering does). Two back ends share one
+interface: a directory (local or any fsspec URL; one Parquet file per run, rewritten whole, so a
+rerun of the same partition replaces its own entries) and Redis (hashes shared by many workers;
+``HSETNX`` so the first run to keep a document owns it). Entries a run wrote itself are ignored
+when that run looks up, which keeps a rerun (or a run killed after updating the index) idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline_lib import shards
+from pipeline_lib.config import DedupConfig, PipelineConfig
+from pipeline_lib.dedup.clusters import band_keys
+from pipeline_lib.dedup.minhash import estimated_jaccard
+from pipeline_lib.dedup.normalize import NORMALIZATION_VERSION
+
+_SEP = "\x1f"  # between run key and id in Redis values
+
+
+def index_params_key(dcfg: DedupConfig) -> str:
+    """Entries are only comparable under the same shingling and hashing: they live apart per key."""
+    params = {"ngram": dcfg.ngram, "num_perm": dcfg.num_perm, "seed": dcfg.seed, "bands": dcfg.bands,
+              "rows": dcfg.rows, "normalization": NORMALIZATION_VERSION}
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class DedupIndex(ABC):
+    @abstractmethod
+    def lookup_exact(self, hashes: np.ndarray, run_key: str) -> np.ndarray:
+        """Per hash, the id of a document another run kept with that text hash, else None."""
+
+    @abstractmethod
+    def lookup_band(self, band: int, keys: np.ndarray, run_key: str) -> np.ndarray:
+        """Per band key, the id of a document another run kept with that key, else None."""
+
+    @abstractmethod
+    def records(self, ids: list[str]) -> dict[str, tuple[int, np.ndarray | None]]:
+        """id -> (exact hash, signature or None) for ids found by a lookup."""
+
+    @abstractmethod
+    def add(self, run_key: str, ids: np.ndarray, exact: np.ndarray, bands: np.ndarray | None,
+            sig: np.ndarray | None) -> None:
+        """Record the documents this run kept (bands: n x bands uint64)."""
+
+    def close(self) -> None:
+        pass
+
+
+class DirectoryIndex(DedupIndex):
+    """One Parquet file per run under <url>/<namespace>/<params>/<run name>/<partition>.parquet."""
+
+    def __init__(self, url: str, namespace: str, params_key: str, storage_options: dict | None = None):
+        self.fs = shards.filesystem(url, storage_options)
+        self.base = shards.join(url, namespace, params_key)
+        self._loaded: tuple[str, pa.Table] | None = None
+
+    def _run_path(self, run_key: str) -> str:
+        return shards.join(self.base, f"{run_key}.parquet")
+
+    def _others(self, run_key: str) -> pa.Table:
+        """Every other run's entries, read once per run key; sorted band keys built lazily."""
+        if self._loaded is None or self._loaded[0] != run_key:
+            mine = self.fs._strip_protocol(self._run_path(run_key))
+            paths = sorted(p for p in self.fs.glob(self.fs._strip_protocol(self.base) + "/*/*.parquet") if p != mine)
+            tables = [pq.read_table(io.BytesIO(shards.read_bytes(self.fs, p))) for p in paths]
+            table = pa.concat_tables(tables) if tables else None
+            self._loaded = (run_key, table)
+            self._sorted: dict[str, Any] = {}
+        return self._loaded[1]
+
+    def _find(self, column: str, keys: np.ndarray, run_key: str) -> np.ndarray:
+        found = np.full(len(keys), None, dtype=object)
+        table = self._others(run_key)
+        if table is None or table.num_rows == 0 or column not in table.column_names:
+            return found
+        if column not in self._sorted:
+            values = table.column(column).to_numpy()
+            order = np.argsort(values, kind="stable")  # stable: equal keys resolve the same way every time
+            self._sorted[column] = (values[order], order)
+        values, order = self._sorted[column]
+        at = np.searchsorted(values, keys)
+        hit = at < len(values)
+        hit[hit] = values[at[hit]] == keys[hit]
+        if "id" not in self._sorted:
+            self._sorted["id"] = np.asarray(table.column("id").to_pylist(), dtype=object)
+        found[hit] = self._sorted["id"][order[at[hit]]]
+        return found
+
+    def lookup_exact(self, hashes, run_key):
+        return self._find("exact_hash", hashes, run_key)
+
+    def lookup_band(self, band, keys, run_key):
+        return self._find(f"band_{band}", keys, run_key)
+
+    def records(self, ids):
+        table = self._loaded[1] if self._loaded else None
+        if table is None or not ids:
+            return {}
+        wanted = set(ids)
+        all_ids = table.column("id").to_pylist()
+        exact = table.column("exact_hash").to_numpy()
+        sig = None
+        if "signature" in table.column_names:
+            sig = table.column("signature").combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
+        out = {}
+        for i, doc in enumerate(all_ids):
+            if doc in wanted and doc not in out:
+                out[doc] = (int(exact[i]), None if sig is None else sig[i])
+        return out
+
+    def add(self, run_key, ids, exact, bands, sig):
+        columns = {"id": pa.array(list(ids), pa.string()), "exact_hash": pa.array(exact, pa.uint64())}
+        if bands is not None:
+            for b in range(bands.shape[1]):
+                columns[f"band_{b}"] = pa.array(bands[:, b], pa.uint64())
+        if sig is not None:
+            columns["signature"] = pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1), pa.uint32()), sig.shape[1])
+        shards.write_bytes_atomic(self.fs, self._run_path(run_key), shards.table_to_parquet_bytes(pa.table(columns)))
+        self._loaded = None
+
+
+class RedisIndex(DedupIndex):
+    """Redis hashes: <ns>:<params>:exact and :b<band> (key -> run\\x1fid), :doc (id -> hash+signature)."""
+
+    _BATCH = 5000
+
+    def __init__(self, url: str, namespace: str, params_key: str):
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.prefix = f"{namespace}:{params_key}"
+
+    def _get(self, name: str, keys: np.ndarray, run_key: str) -> np.ndarray:
+        found = np.full(len(keys), None, dtype=object)
+        fields = [int(k).to_bytes(8, "little") for k in keys]
+        for s in range(0, len(fields), self._BATCH):
+            for i, value in enumerate(self.client.hmget(f"{self.prefix}:{name}", fields[s:s + self._BATCH])):
+                if value is not None:
+                    owner, doc = value.decode("utf-8").split(_SEP, 1)
+                    if owner != run_key:
+                        found[s + i] = doc
+        return found
+
+    def lookup_exact(self, hashes, run_key):
+        return self._get("exact", hashes, run_key)
+
+    def lookup_band(self, band, keys, run_key):
+        return self._get(f"b{band}", keys, run_key)
+
+    def records(self, ids):
+        out = {}
+        ids = list(dict.fromkeys(ids))
+        for s in range(0, len(ids), self._BATCH):
+            chunk = ids[s:s + self._BATCH]
+            for doc, blob in zip(chunk, self.client.hmget(f"{self.prefix}:doc", chunk)):
+                if blob is not None:
+                    sig = np.frombuffer(blob[8:], dtype="<u4") if len(blob) > 8 else None
+                    out[doc] = (int.from_bytes(blob[:8], "little"), sig)
+        return out
+
+    def add(self, run_key, ids, exact, bands, sig):
+        pipe = self.client.pipeline(transaction=False)
+        for i, doc in enumerate(ids):
+            owner = f"{run_key}{_SEP}{doc}"
+            pipe.hsetnx(f"{self.prefix}:exact", int(exact[i]).to_bytes(8, "little"), owner)
+            if bands is not None:
+                for b in range(bands.shape[1]):
+                    pipe.hsetnx(f"{self.prefix}:b{b}", int(bands[i, b]).to_bytes(8, "little"), owner)
+            blob = int(exact[i]).to_bytes(8, "little") + (sig[i].astype("<u4").tobytes() if sig is not None else b"")
+            pipe.hsetnx(f"{self.prefix}:doc", doc, blob)
+            if i % self._BATCH == self._BATCH - 1:
+                pipe.execute()
+        pipe.execute()
+
+    def close(self):
+        self.client.close()
+
+
+def open_index(cfg: PipelineConfig) -> DedupIndex:
+    dcfg = cfg.dedup
+    key = index_params_key(dcfg)
+    if dcfg.index_url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisIndex(dcfg.index_url, dcfg.index_namespace, key)
+    return DirectoryIndex(cfg.resolve_path(dcfg.index_url), dcfg.index_namespace, key, cfg.run.storage_options)
+
+
+def run_key(cfg: PipelineConfig) -> str:
+    return f"{cfg.run.name}/{cfg.run.partition}"
+
+
+def dedup_against_index(cfg: PipelineConfig, sigs: pa.Table, roots: np.ndarray):
+    """Match this run's clusters against the index, then record the documents that survive.
+
+    Returns (roots, ExternalMatches, counters); a cluster with any member matching an earlier
+    run's document is dropped whole, in favour of that document (the smallest matched id).
+    """
+    from pipeline_lib.dedup.steps import signature_matrix
+
+    dcfg = cfg.dedup
+    key = run_key(cfg)
+    n = sigs.num_rows
+    ids = np.asarray(sigs.column("id").to_pylist(), dtype=object)
+    exact = sigs.column("exact_hash").to_numpy()
+    sig = signature_matrix(sigs, dcfg.num_perm) if dcfg.near else None
+    eligible = sigs.column("n_shingles").to_numpy() > 0 if dcfg.near else np.zeros(n, dtype=bool)
+    match = np.full(n, None, dtype=object)
+    index = open_index(cfg)
+    try:
+        if dcfg.exact:
+            match = index.lookup_exact(exact, key)
+        all_bands = np.empty((n, dcfg.bands), dtype=np.uint64) if dcfg.near else None
+        candidates: list[tuple[np.ndarray, np.ndarray]] = []
+        for band in range(dcfg.bands if dcfg.near else 0):
+            all_bands[:, band] = band_keys(sig, band, dcfg.rows)
+            ask = np.flatnonzero(eligible & (match == None))  # noqa: E711 (object array)
+            found = index.lookup_band(band, all_bands[ask, band], key)
+            hit = found != None  # noqa: E711
+            candidates.append((ask[hit], found[hit]))
+        near_rows, near_ids = _verified(index, candidates, sig, dcfg.verify_threshold)
+        exact_hits = int((match != None).sum())  # noqa: E711
+        for row, doc in zip(near_rows, near_ids):
+            if match[row] is None or doc < match[row]:
+                match[row] = doc
+        external = _per_cluster(roots, match, index)
+        dropped = (roots != np.arange(n)) | (external.kept_id[roots] != None)  # noqa: E711
+        keep = ~dropped
+        index.add(key, ids[keep], exact[keep], None if all_bands is None else all_bands[keep],
+                  None if sig is None else sig[keep])
+    finally:
+        index.close()
+    counters = {"dedup.index_exact_matches": exact_hits, "dedup.index_near_matches": len(set(near_rows.tolist())),
+                "dedup.index_added": int(keep.sum())}
+    return roots, external, counters
+
+
+def _verified(index: DedupIndex, candidates, sig, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    if not candidates:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=object)
+    rows = np.concatenate([c[0] for c in candidates])
+    found = np.concatenate([c[1] for c in candidates])
+    if threshold <= 0 or not len(rows):
+        return rows, found
+    records = index.records(found.tolist())
+    ok = np.zeros(len(rows), dtype=bool)
+    for i, (row, doc) in enumerate(zip(rows, found)):
+        other = records.get(doc)
+        if other is not None and other[1] is not None:
+            ok[i] = estimated_jaccard(sig[row], other[1]) >= threshold
+    return rows[ok], found[ok]
+
+
+def _per_cluster(roots: np.ndarray, match: np.ndarray, index: DedupIndex):
+    from pipeline_lib.dedup.steps import ExternalMatches
+
+    kept_id = np.full(len(roots), None, dtype=object)
+    for row in np.flatnonzero(match != None):  # noqa: E711
+        root = roots[row]
+        if kept_id[root] is None or match[row] < kept_id[root]:
+            kept_id[root] = match[row]
+    kept_exact = np.zeros(len(roots), dtype=np.uint64)
+    matched_roots = np.flatnonzero(kept_id != None)  # noqa: E711
+    records = index.records([kept_id[r] for r in matched_roots])
+    for r in matched_roots:
+        kept_exact[r] = records.get(kept_id[r], (0, None))[0]
+    return ExternalMatches(kept_id=kept_id, kept_exact=kept_exact)
