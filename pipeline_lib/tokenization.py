@@ -80,7 +80,7 @@ def load_tokenizer_dir(path: str, storage_options: dict | None = None):
 
 def load_encoding(spec: str, storage_options: dict | None = None):
     """``spec`` is a tiktoken encoding/model name, or a path to a saved tokenizer folder."""
-    if "/" in spec or os.sep in spec or spec.startswith("."):
+    if "/" in spec or os.sep in spec or spec.startswith(".") or os.path.isdir(spec):
         return load_tokenizer_dir(spec, storage_options)
     return load_pretrained(spec)
 
@@ -140,16 +140,24 @@ def _train_signature(cfg: PipelineConfig, inputs: list[dict[str, Any]]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def prepare_tokenizer(cfg: PipelineConfig, fs, run_dir: str) -> dict[str, Any]:
+def _tokens_input_dir(cfg: PipelineConfig, run_dir: str) -> str:
+    """The folder the tokens stage reads (06_pii, or an earlier one when PII is switched off)."""
+    from pipeline_lib.pipeline import input_dir  # the DAG plan; imported late, it imports stages lazily
+
+    return input_dir(cfg, run_dir, "tokens")
+
+
+def prepare_tokenizer(cfg: PipelineConfig, fs, run_dir: str, input_dir: str | None = None) -> dict[str, Any]:
     """Make sure the configured vocabulary is usable before any shard is tokenized.
 
-    ``source: train`` learns a BPE from the run's ``06_pii`` shards, unless the saved one already
-    matches the training settings and the input shards' checksums. Returns a small summary.
+    ``source: train`` learns a BPE from the shards the tokens stage will read (``06_pii``), unless
+    the saved one already matches the training settings and those shards' checksums. Returns a
+    small summary.
     """
     t = cfg.tokenize
     trained = False
     if t.source == "train":
-        in_dir = shards.join(run_dir, STAGE_DIRS["pii"])
+        in_dir = input_dir or _tokens_input_dir(cfg, run_dir)
         names = shards.list_shards(fs, in_dir)
         inputs = []
         for name in names:
@@ -164,7 +172,8 @@ def prepare_tokenizer(cfg: PipelineConfig, fs, run_dir: str) -> dict[str, Any]:
                                                   pattern=t.train.pattern, special_tokens=t.train.special_tokens)
             name = f"bpe{t.train.vocab_size}-{cfg.run.name}-{cfg.run.partition}"
             bpe_train.save_tokenizer(fs, out, name, ranks, specials, t.train.pattern,
-                                     trained_on={"signature": signature, "stage": STAGE_DIRS["pii"], "shards": len(names)})
+                                     trained_on={"signature": signature, "stage": in_dir.rstrip("/").rsplit("/", 1)[-1],
+                                                 "shards": len(names)})
             trained = True
         enc = bpe_train.load_tokenizer_dir(fs, out)
     else:
@@ -185,22 +194,18 @@ def encode_documents(enc, texts: list[str], *, append_eot: bool = True, threads:
     token_lists = enc.encode_ordinary_batch(texts, num_threads=max(1, threads))
     n_docs = len(token_lists)
     lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=n_docs)
-    n_text_tokens = int(lengths.sum())
-    flat_text = np.fromiter(chain.from_iterable(token_lists), dtype=np.uint32, count=n_text_tokens)
-    if append_eot:
-        lengths = lengths + 1
-    offsets = np.zeros(n_docs + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
     dtype = token_dtype(enc)
     np_dtype = np.uint16 if dtype == pa.uint16() else np.uint32
     if append_eot:
-        flat = np.empty(int(offsets[-1]), dtype=np_dtype)
-        is_eot = np.zeros(len(flat), dtype=bool)
-        is_eot[offsets[1:] - 1] = True
-        flat[is_eot] = eot_token(enc)
-        flat[~is_eot] = flat_text
+        lengths += 1
+        eot = [eot_token(enc)]
+        # One pass in C over each document's ids followed by the EOT (the generator runs per document).
+        pieces = chain.from_iterable(chain.from_iterable((ids, eot) for ids in token_lists))
     else:
-        flat = flat_text.astype(np_dtype, copy=False)
+        pieces = chain.from_iterable(token_lists)
+    offsets = np.zeros(n_docs + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.fromiter(pieces, dtype=np_dtype, count=int(offsets[-1]))
     offset_type = pa.int32() if offsets[-1] < np.iinfo(np.int32).max else pa.int64()
     list_cls = pa.ListArray if offset_type == pa.int32() else pa.LargeListArray
     return list_cls.from_arrays(pa.array(offsets, offset_type), pa.array(flat, dtype))
@@ -222,7 +227,9 @@ class TokenizeStage(Stage):
 
     @property
     def encoding(self):
-        if self._enc is None:
+        # Stages are cached per worker process; a folder's vocabulary can be retrained between
+        # runs, so it is looked up again each time (a small meta.json read, the ranks stay cached).
+        if self._enc is None or self.cfg.tokenize.source != "pretrained":
             self._enc = encoding_for_config(self.cfg)
         return self._enc
 
@@ -291,3 +298,15 @@ def token_stats(fs, tokens_dir: str) -> dict[str, Any]:
                       "tokens_per_doc_p90": float(np.percentile(per_doc, 90)), "tokens_per_doc_max": int(per_doc.max()),
                       "tokens_per_doc_mean": round(float(per_doc.mean()), 2)})
     return stats
+
+
+def token_stats_markdown(stats: dict[str, Any]) -> str:
+    """The stats as a two-column Markdown table (the body of the Prefect artifact)."""
+    labels = [("encoding", "encoding"), ("shards", "shards"), ("documents", "documents"),
+              ("total_tokens", "total tokens"), ("text_bytes", "text bytes"), ("bytes_per_token", "bytes per token"),
+              ("tokens_per_doc_min", "tokens/doc min"), ("tokens_per_doc_median", "tokens/doc median"),
+              ("tokens_per_doc_p90", "tokens/doc p90"), ("tokens_per_doc_max", "tokens/doc max"),
+              ("tokens_per_doc_mean", "tokens/doc mean")]
+    rows = [f"| {label} | {stats[key]:,} |" if isinstance(stats.get(key), int) else f"| {label} | {stats.get(key)} |"
+            for key, label in labels if key in stats]
+    return "\n".join(["| token shards | |", "| --- | --- |", *rows])

@@ -207,13 +207,17 @@ def test_run_trains_its_own_tokenizer_once_and_writes_token_shards(tmp_path):
     assert stats["tokens_per_doc_min"] == n.min() and stats["tokens_per_doc_max"] == n.max()
     assert stats["tokens_per_doc_median"] == float(np.median(n))
     assert 1.0 < stats["bytes_per_token"] < 8.0
+    table_md = tokenization.token_stats_markdown(stats)
+    assert "| documents | 70 |" in table_md and f"| total tokens | {stats['total_tokens']:,} |" in table_md
 
-    # New input text retrains the vocabulary, and a changed vocabulary redoes the token shards.
+    # New input text retrains the vocabulary, and a changed vocabulary redoes the token shards,
+    # even through a stage object built before (worker processes keep their stages).
+    old_hash = stage.config_hash()
     _write_docs(fs, pii_dir, "part-00002", _docs_table(["Zebras zigzag zealously. " * 20] * 5, start=200))
     assert tokenization.prepare_tokenizer(cfg, fs, run_dir)["trained"] is True
-    fresh = tokenization.TokenizeStage(cfg)
-    assert fresh.config_hash() != stage.config_hash()
-    assert run_shard(fresh, fs, pii_dir, tok_dir, "part-00000")["skipped"] is False
+    assert stage.config_hash() != old_hash
+    assert run_shard(stage, fs, pii_dir, tok_dir, "part-00000")["skipped"] is False
+    assert shards.load_manifest(fs, tok_dir, "part-00000")["tokenizer"]["ranks_sha256"] != first["ranks_sha256"]
 
 
 def test_stage_uses_a_saved_tokenizer_folder_and_can_shuffle(tmp_path, trained):
@@ -272,3 +276,22 @@ def test_cli_train_tokenizer_then_tokens_and_compare(tmp_path, capsys):
     assert "".join(data["pieces"]).startswith("the lazy fox") and len(data["ids"]) == len(data["pieces"])
     rc, text = _cli(capsys, "tokens", "the lazy fox", "--compare", str(out), str(out))
     assert rc == 0 and "tokens  n_vocab 300" in text and "\x1b[" not in text  # not a tty: no colour
+
+
+def test_trained_vocabulary_follows_the_tokens_input_when_pii_is_off(tmp_path):
+    cfg = parse_config({"run": {"data_root": str(tmp_path), "name": "t", "partition": "p"},
+                        "pii": {"enabled": False}, "tokenize": {"source": "train", "train": {"vocab_size": 300}}})
+    fs = shards.filesystem(cfg.run_dir)
+    dedup_dir = shards.join(cfg.run_dir, STAGE_DIRS["dedup"])
+    _write_docs(fs, dedup_dir, "part-00000", _docs_table(_corpus(20)))
+    summary = tokenization.prepare_tokenizer(cfg, fs, cfg.run_dir)
+    assert summary["trained"] and summary["n_vocab"] == 300
+    meta = bpe_train.read_meta(fs, tokenization.trained_dir(cfg.run_dir))
+    assert meta["trained_on"]["stage"] == STAGE_DIRS["dedup"] and meta["trained_on"]["shards"] == 1
+
+
+def test_relative_tokenizer_folder_on_the_command_line(tmp_path, trained, capsys, monkeypatch):
+    path, _ = trained
+    monkeypatch.chdir(os.path.dirname(path))
+    rc, text = _cli(capsys, "tokens", "fox", "--tokenizer", os.path.basename(path), "--json")
+    assert rc == 0 and json.loads(text)["encoding"] == "small-bpe"
