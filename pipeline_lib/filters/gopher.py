@@ -8,60 +8,97 @@ count non-blank lines only.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from operator import itemgetter
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline_lib.filters import Doc, QualityFilter, duplicates, over, under
 
-_PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
-_LINE_SPLIT = re.compile(r"\n+")
 _BULLETS = ("•", "-", "*", "–", "—", "·", "●", "○", "■", "□", "▪", "◦", "‣", "➢", "►", "→")
 _ELLIPSES = ("...", "…")
 
 
-def ngrams(words: list[str], n: int):
-    """Consecutive n-word tuples, built by zip in C."""
-    return zip(*(words[i:] for i in range(n)))
+# n-grams are identified by a 64-bit polynomial hash of their words' string hashes, computed for
+# many positions at once with numpy and counted with np.unique (a sort in C). A collision would
+# need two different n-grams of one document to agree on 64 bits: negligible.
+_HASH_MULT = np.int64(0x100000001B3)  # FNV prime: odd, so multiplying by it loses no bits
+
+
+def repetition_profile(words: list[str], top_ns: list[int], dup_ns: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """Gopher's n-gram repetition measures for several n in one pass over growing n.
+
+    Returns ({n: characters covered by the most frequent n-gram, its length with spaces times its
+    count}, {n: characters, without spaces, of n-grams repeating an earlier non-overlapping one}).
+    Both are 0 when no n-gram repeats. Ties for the top n-gram go to the one seen first, as with
+    ``Counter.most_common``.
+
+    Why it is fast: an n-gram that occurs twice starts with an (n-1)-gram that occurs twice, so
+    level n only looks at the positions whose (n-1)-gram repeated, a set that shrinks quickly in
+    real text; once it is empty every larger n is 0.
+    """
+    top = dict.fromkeys(top_ns, 0)
+    dup = dict.fromkeys(dup_ns, 0)
+    wanted = [*top_ns, *dup_ns]
+    n_words = len(words)
+    if not wanted or n_words < 2:
+        return top, dup
+    low, high = min(wanted), max(wanted)
+    if n_words < low:
+        return top, dup
+    hashes = np.fromiter(map(hash, words), np.int64, n_words)
+    char_ends = np.concatenate(([0], np.cumsum(np.fromiter(map(len, words), np.int64, n_words))))
+    positions = np.arange(n_words - low + 1)
+    keys = hashes[: n_words - low + 1].copy()
+    with np.errstate(over="ignore"):
+        for j in range(1, low):
+            keys = keys * _HASH_MULT + hashes[j: j + positions.size]
+        for n in range(low, high + 1):
+            if n > low:
+                fits = positions + n <= n_words
+                positions = positions[fits]
+                keys = keys[fits] * _HASH_MULT + hashes[positions + n - 1]
+            if positions.size < 2:
+                break
+            _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+            best = int(counts.max())
+            if best < 2:
+                break
+            if n in top:
+                start = int(positions[first[counts == best].min()])
+                top[n] = (int(char_ends[start + n] - char_ends[start]) + n - 1) * best
+            repeats = counts[inverse] >= 2
+            positions, keys = positions[repeats], keys[repeats]
+            if n in dup:
+                dup[n] = _gopher_walk(positions.tolist(), keys.tolist(), n, char_ends)
+    return top, dup
+
+
+def _gopher_walk(positions: list[int], keys: list[int], n: int, char_ends: np.ndarray) -> int:
+    """The Gopher walk over the positions of repeating n-grams: a gram seen before counts and the
+    walk jumps past it; else it is remembered. Positions of grams occurring once are left out:
+    remembering them could never match later, so the result is the same as walking every word."""
+    seen: set[int] = set()
+    repeated = 0
+    next_free = 0
+    for pos, key in zip(positions, keys):
+        if pos < next_free:
+            continue
+        if key in seen:
+            repeated += int(char_ends[pos + n] - char_ends[pos])
+            next_free = pos + n
+        else:
+            seen.add(key)
+    return repeated
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:
-    """Characters covered by the most frequent n-gram (its length with spaces, times its count)."""
-    counts = Counter(ngrams(words, n))
-    if not counts:
-        return 0
-    gram, count = max(counts.items(), key=itemgetter(1))
-    if count < 2:
-        return 0
-    return (sum(map(len, gram)) + n - 1) * count
+    return repetition_profile(words, [n], [])[0][n]
 
 
 def dup_ngram_chars(words: list[str], n: int) -> int:
-    """Characters (without spaces) in n-grams that repeat an earlier, non-overlapping one.
-
-    The Gopher walk: at each position, a gram seen before counts and the walk jumps past it; else
-    it is remembered and the walk moves one word. Only grams that occur twice or more can ever be
-    "seen before", so the walk visits just those positions (usually none) instead of every word.
-    """
-    grams = list(ngrams(words, n))
-    counts = Counter(grams)
-    if len(counts) == len(grams):
-        return 0
-    seen: set[tuple[str, ...]] = set()
-    repeated = 0
-    next_free = 0
-    for pos, gram in enumerate(grams):
-        if pos < next_free or counts[gram] < 2:
-            continue
-        if gram in seen:
-            repeated += sum(map(len, gram))
-            next_free = pos + n
-        else:
-            seen.add(gram)
-    return repeated
+    return repetition_profile(words, [], [n])[1][n]
 
 
 class GopherRepetition(QualityFilter):
@@ -83,23 +120,21 @@ class GopherRepetition(QualityFilter):
     def apply(self, doc: Doc, signals: dict[str, Any], counters: Counter) -> str | None:
         p, text = self.params, doc.text
         n_chars = len(text) or 1
-        paragraphs = _PARAGRAPH_SPLIT.split(text.strip())
-        lines = [line for line in _LINE_SPLIT.split(text) if line]
+        # str.split, not re.split(r"\n{2,}") / r"\n+": same pieces, ten times faster.
+        paragraphs = [para.strip("\n") for para in text.strip().split("\n\n")]
+        paragraphs = [para for para in paragraphs if para]
+        lines = [line for line in doc.lines if line]
         n_para, para_chars = duplicates(paragraphs)
         n_line, line_chars = duplicates(lines)
         signals["q_dup_para_frac"] = n_para / max(len(paragraphs), 1)
         signals["q_dup_para_char_frac"] = para_chars / n_chars
         signals["q_dup_line_frac"] = n_line / max(len(lines), 1)
         signals["q_dup_line_char_frac"] = line_chars / n_chars
-        words = doc.words
+        top, dup = repetition_profile(doc.words, [n for n, _ in self.top], [n for n, _ in self.dup])
         for n, _ in self.top:
-            signals[f"q_top_{n}gram_frac"] = top_ngram_chars(words, n) / n_chars
-        # A repeated (n+1)-gram contains a repeated n-gram: once none repeats, larger n's are zero.
-        none_left = False
+            signals[f"q_top_{n}gram_frac"] = top[n] / n_chars
         for n, _ in self.dup:
-            chars = 0 if none_left else dup_ngram_chars(words, n)
-            none_left = chars == 0
-            signals[f"q_dup_{n}gram_frac"] = chars / n_chars
+            signals[f"q_dup_{n}gram_frac"] = dup[n] / n_chars
 
         for key in ("dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac"):
             if over(signals[f"q_{key}"], getattr(p, key)):

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline_lib.config import ConfigError, parse_config
 from pipeline_lib.filters import WORD_RE
-from pipeline_lib.filters.gopher import dup_ngram_chars, top_ngram_chars
+from pipeline_lib.filters.gopher import dup_ngram_chars, repetition_profile, top_ngram_chars
 from pipeline_lib.quality import QualityStage
 from pipeline_lib.schema import REJECT_REASON
 from pipeline_lib.stage import check_result, stage_class
@@ -174,11 +174,20 @@ def reference_top_chars(words: list[str], n: int) -> int:
     return (len(" ".join(gram))) * count if count > 1 else 0
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.sampled_from(["a", "bb", "ccc", "dd", "e"]), max_size=60), st.integers(2, 10))
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "bb", "ccc", "dd", "e"]), max_size=80), st.integers(1, 10))
 def test_fast_ngram_counts_match_the_plain_definition(words, n):
     assert dup_ngram_chars(words, n) == reference_dup_chars(words, n)
     assert top_ngram_chars(words, n) == reference_top_chars(words, n)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "bb", "ccc", "a", "a"]), max_size=120))
+def test_one_pass_profile_matches_per_n_definitions(words):
+    # The profile prunes level n to positions whose (n-1)-gram repeated: it must change nothing.
+    top, dup = repetition_profile(words, [2, 3, 4], [5, 6, 7, 8, 9, 10])
+    assert top == {n: reference_top_chars(words, n) for n in (2, 3, 4)}
+    assert dup == {n: reference_dup_chars(words, n) for n in range(5, 11)}
 
 
 # -- C4 ----------------------------------------------------------------------------------------------
