@@ -14,6 +14,9 @@ Rules, in FineWeb's order, each with its own reason:
 - ``url_banned_subword``: a banned subword occurs in the URL reduced to its letters and digits.
 - ``url_missing`` / ``url_invalid``: no URL, or none with a host.
 
+Page rows are judged on ``url`` and, when present and set, on ``final_url`` too (a redirect may
+land on a blocked site).
+
 Blocklists are plain files (one entry a line, ``#`` comments) and/or a UT1-layout folder
 (``<category>/domains`` and ``<category>/urls``). Everything is compiled into sets once, so a row
 costs a URL split, a few set lookups and one regex search.
@@ -260,6 +263,11 @@ class UrlFilterStage(Stage):
             return StageResult.split(table, ["url_missing"] * table.num_rows)
         reason = self.filter.reason
         reasons = [reason(u) for u in table.column("url").to_pylist()]
+        if "final_url" in table.column_names:
+            # A redirect can land on a blocked site: the page we hold is the final URL's.
+            for i, final in enumerate(table.column("final_url").to_pylist()):
+                if reasons[i] is None and final:
+                    reasons[i] = reason(final)
         return StageResult.split(table, reasons)
 
     def manifest_extra(self) -> dict[str, Any]:

@@ -151,6 +151,15 @@ def test_page_rows_keep_all_columns_and_conserve_rows(tmp_path):
     assert result.rejected.column(REJECT_REASON).to_pylist() == ["blocklist_domain"]
 
 
+def test_redirect_to_a_blocked_site_is_caught_by_final_url(tmp_path):
+    stage = make_stage(tmp_path, ["casino.example"])
+    table = pa.table({"id": ["a", "b", "c"], "url": ["http://short.example/1", "http://short.example/2", "http://x.example/"],
+                      "final_url": ["https://casino.example/landing", None, "http://x.example/"]})
+    result = stage.process(table)
+    assert result.rejected.column("id").to_pylist() == ["a"]
+    assert result.rejected.column(REJECT_REASON).to_pylist() == ["blocklist_domain"]
+
+
 def test_table_without_url_column_rejects_every_row(tmp_path):
     result = make_stage(tmp_path).process(pa.table({"id": ["a", "b"]}))
     assert result.kept.num_rows == 0 and result.rejected.column(REJECT_REASON).to_pylist() == ["url_missing"] * 2
