@@ -30,7 +30,7 @@ _DOTTED_QUAD = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 _IPV6_HINT = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}")
 # Fewest digits a candidate run needs before an entity's recognizer is worth calling.
 _MIN_DIGITS = {"PHONE_NUMBER": 7, "CREDIT_CARD": 12, "IBAN_CODE": 7, "US_SSN": 9}
-_WINDOW_MARGIN = 32  # chars kept on each side of a candidate (IBAN country prefix, "x123" extensions)
+_WINDOW_MARGIN = 48  # chars kept on each side of a candidate: context words, IBAN prefix, "x123" extensions
 _SNAP_LIMIT = 24  # how much further a window edge may move to reach whitespace
 _EMAIL_REACH = 256  # longest local part / domain we look for around an '@'
 
@@ -228,3 +228,17 @@ def _word_edge_right(text: str, pos: int) -> int:
     while i < hi and not text[i].isspace():
         i += 1
     return i
+
+
+def plain_presidio_analyzer() -> AnalyzerEngine:
+    """presidio used plainly: the default registry (all predefined recognizers) on a blank pipeline.
+
+    The one change: its e-mail recognizer is swapped for the offline one (same regex, same domain
+    check) because the stock one would try to download the public suffix list.
+    """
+    from pipeline_lib.pii.recognizers import OfflineEmailRecognizer
+
+    engine = AnalyzerEngine(nlp_engine=BlankSpacyNlpEngine())
+    engine.registry.remove_recognizer("EmailRecognizer")
+    engine.registry.add_recognizer(OfflineEmailRecognizer())
+    return engine
