@@ -178,7 +178,8 @@ def prepare_tokenizer(cfg: PipelineConfig, fs, run_dir: str, input_dir: str | No
         enc = bpe_train.load_tokenizer_dir(fs, out)
     else:
         enc = encoding_for_config(cfg, run_dir)
-    eot_token(enc) if t.append_eot else None
+    if t.append_eot:
+        eot_token(enc)  # a vocabulary without <|endoftext|> fails here, before any shard
     return {"source": t.source, "encoding": enc.name, "n_vocab": enc.n_vocab, "ranks_sha256": encoding_hash(enc),
             "dtype": str(token_dtype(enc)), "trained": trained, "spec": tokenizer_spec(cfg, run_dir)}
 
