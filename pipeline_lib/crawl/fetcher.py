@@ -223,7 +223,10 @@ class Fetcher:
         if accept_any_type:
             result.html = body.decode("utf-8", errors="replace")
             return result
-        if _looks_binary(body):
+        if not body.strip():
+            result.reason, result.detail = "empty_body", ""
+            return result
+        if looks_binary(body):
             result.reason, result.detail = "binary_content", "control bytes in a text/html body"
             return result
         result.html, _ = decode_html(body, result.content_type)
@@ -269,7 +272,7 @@ class Fetcher:
         return bytes(out)
 
 
-def _looks_binary(body: bytes) -> bool:
+def looks_binary(body: bytes) -> bool:
     head = body[:4096]
     if not head or head[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 text is full of NULs
         return False

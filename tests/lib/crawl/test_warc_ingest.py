@@ -1,0 +1,162 @@
+"""WARC ingest on the real files in ../shared/data/warc, the broken ones included."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipeline_lib import shards
+from pipeline_lib.crawl import ingest_warc
+from pipeline_lib.crawl.warc import expand_inputs, parse_warc_date
+
+pytestmark = pytest.mark.shared_data
+
+
+@pytest.fixture(scope="module")
+def warc_dir(shared_data) -> Path:
+    d = shared_data / "warc"
+    if not d.is_dir():
+        pytest.skip("../shared/data/warc is not present")
+    return d
+
+
+def _all_files(warc_dir: Path) -> list[str]:
+    return sorted(str(p) for p in warc_dir.rglob("*") if p.is_file() and not p.name.startswith("LICENSE"))
+
+
+def _rows(fs, out_dir: str, which: str = "kept") -> list[dict]:
+    rows = []
+    for name in shards.list_shards(fs, out_dir):
+        if which in shards.load_manifest(fs, out_dir, name)["files"]:
+            rows += shards.read_verified(fs, out_dir, name, which).to_pylist()
+    return rows
+
+
+def _ingest_one(path: str, tmp_path: Path) -> tuple[dict, list[dict], list[dict]]:
+    out = str(tmp_path / ("out-" + Path(path).name) / "00_crawl")
+    fs = shards.filesystem(out)
+    summary = ingest_warc([path], fs, out, records_per_shard=5)
+    return summary, _rows(fs, out), _rows(fs, out, "rejected")
+
+
+def test_every_real_file_ingests_or_fails_with_counted_reasons(warc_dir, tmp_path):
+    files = _all_files(warc_dir)
+    assert len(files) >= 20
+    out = str(tmp_path / "00_crawl")
+    fs = shards.filesystem(out)
+    summary = ingest_warc(files, fs, out, records_per_shard=7)
+    kept, rejected = _rows(fs, out), _rows(fs, out, "rejected")
+    assert summary["files"] == len(files)
+    assert summary["pages"] == len(kept) > 60
+    assert summary["rejected"] == len(rejected) == sum(summary["reasons"].values())
+    assert shards.verify_stage_dir(fs, out) == []
+    assert all(r["source"] == "warc" and r["html"] for r in kept)
+    ids_per_file: dict[str, list[str]] = {}
+    for name in shards.list_shards(fs, out):
+        src = shards.load_manifest(fs, out, name)["input_file"]
+        ids_per_file.setdefault(src, []).extend(shards.read_verified(fs, out, name).column("id").to_pylist())
+    # The same record (warcfile.warc and warcfile.warc.gz) has the same id; within a file ids are unique.
+    assert all(len(set(ids)) == len(ids) for ids in ids_per_file.values())
+    assert set(pa.Table.from_pylist(kept).column_names) >= {"url", "final_url", "status", "html", "headers"}
+
+
+def test_common_crawl_excerpt_plain_and_gzip_agree(warc_dir, tmp_path):
+    _, plain, _ = _ingest_one(str(warc_dir / "resiliparse" / "warcfile.warc"), tmp_path)
+    summary, gz, _ = _ingest_one(str(warc_dir / "resiliparse" / "warcfile.warc.gz"), tmp_path)
+    assert summary["counters"]["warc.records_response"] == 16
+    assert len(gz) == 16 and len({r["url"].split("/")[2] for r in gz}) == 15
+    assert [(r["id"], r["html"]) for r in plain] == [(r["id"], r["html"]) for r in gz]
+    cyrillic = next(r for r in gz if "windows-1251" in r["content_type"])
+    assert "Стратегия пожарной безопасности" in cyrillic["html"]
+
+
+def test_clueweb_warc_018_euc_jp_decodes(warc_dir, tmp_path):
+    summary, kept, rejected = _ingest_one(str(warc_dir / "resiliparse" / "clueweb-quirk.warc.gz"), tmp_path)
+    assert len(kept) == 29 and not rejected
+    first = kept[0]
+    assert "ヘッドポーター" in first["html"]
+    assert all("\ufffd" not in r["html"] for r in kept)
+    assert first["fetched_at"] is not None and first["fetched_at"].year == 2008  # '2008-10-294T...' (sic)
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("resiliparse/clipped.warc.gz", "warc_truncated"),
+    ("warcio/example-wrong-chunks.warc.gz", "warc_corrupt_record"),
+])
+def test_broken_files_give_reasons_not_crashes(warc_dir, tmp_path, name, reason):
+    summary, _kept, rejected = _ingest_one(str(warc_dir / name), tmp_path)
+    assert summary["reasons"].get(reason, 0) >= 1
+    assert reason in {r["reject_reason"] for r in rejected}
+
+
+def test_whole_file_gzip_is_read_not_refused(warc_dir, tmp_path):
+    # warcio refuses a WARC gzipped as one stream; it is still a valid file, so we gunzip it.
+    summary, kept, _ = _ingest_one(str(warc_dir / "warcio" / "example-bad-non-chunked.warc.gz"), tmp_path)
+    assert summary["counters"]["warc.whole_file_gzip"] == 1
+    assert [r["url"] for r in kept] == ["http://example.com/"]
+
+
+def test_corrupt_record_resync_keeps_later_records(tmp_path, warc_dir):
+    good = (warc_dir / "warcio" / "example.warc.gz").read_bytes()
+    broken = tmp_path / "middle-garbage.warc.gz"
+    # a valid file, then a member of random bytes that claims to be gzip, then the file again
+    broken.write_bytes(good + b"\x1f\x8b\x08\x00" + os.urandom(300) + good)
+    summary, kept, rejected = _ingest_one(str(broken), tmp_path)
+    assert summary["reasons"].get("warc_corrupt_record") == 1
+    assert len(kept) == 2  # the page before and the page after the garbage
+
+
+def test_rerun_is_a_noop_and_listing_ranges_work(warc_dir, tmp_path):
+    files = [str(warc_dir / "warcio" / n) for n in ("example.warc.gz", "example.warc", "example.arc.gz")]
+    listing = tmp_path / "warc.paths.gz"
+    with gzip.open(listing, "wt") as f:
+        f.write("\n".join(files) + "\n")
+    assert expand_inputs([f"{listing}#1:3"]) == files[1:3]
+    cc_listing = tmp_path / "cc.warc.paths"
+    cc_listing.write_text("crawl-data/CC-MAIN-2020-34/segments/1/warc/a.warc.gz\n")
+    assert expand_inputs([str(cc_listing)]) == ["https://data.commoncrawl.org/crawl-data/CC-MAIN-2020-34/segments/1/warc/a.warc.gz"]
+    out = str(tmp_path / "00_crawl")
+    fs = shards.filesystem(out)
+    first = ingest_warc([str(listing)], fs, out, records_per_shard=1)
+    assert first["files"] == 3 and first["pages"] == 3 and first["shards_written"] == 3
+    stamps = {p: os.stat(p).st_mtime_ns for p in Path(out).rglob("*") if p.is_file()}
+    again = ingest_warc([str(listing)], fs, out, records_per_shard=1)
+    assert again["skipped"] is True and again["shards_written"] == 0 and again["pages"] == 3
+    assert stamps == {p: os.stat(p).st_mtime_ns for p in Path(out).rglob("*") if p.is_file()}
+    # An interrupted run (file marker missing) rereads the file but rewrites no finished shard.
+    os.remove(Path(out) / "_ingest_state" / "warc-00002.json")
+    resumed = ingest_warc([str(listing)], fs, out, records_per_shard=1)
+    assert resumed["shards_written"] == 0 and resumed["files_skipped"] == 2
+
+
+def test_http_source_via_fsspec(warc_dir, tmp_path):
+    handler = partial(SimpleHTTPRequestHandler, directory=str(warc_dir / "resiliparse"))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/warcfile.warc.gz"
+        summary, kept, _ = _ingest_one(url, tmp_path)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary["pages"] == 16 and len(kept) == 16
+
+
+def test_missing_input_is_a_reason(tmp_path):
+    summary, kept, rejected = _ingest_one(str(tmp_path / "nope.warc.gz"), tmp_path)
+    assert kept == [] and [r["reject_reason"] for r in rejected] == ["warc_unreadable"]
+
+
+def test_lenient_dates():
+    assert parse_warc_date("2020-08-08T17:27:41Z").hour == 17
+    assert parse_warc_date("2008-10-294T05:21:46-0700").day == 29
+    assert parse_warc_date("not a date") is None
