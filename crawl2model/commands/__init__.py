@@ -6,7 +6,8 @@ the process exit code. Heavy imports (torch, presidio, prefect) stay inside the 
 """
 
 MODULES = [
-    "crawl2model.commands.run",       # run, serve, backfill (Prefect)
+    "crawl2model.commands.run",       # run (Prefect, embedded by default)
+    "crawl2model.commands.ops",       # serve, backfill (deployments on a Prefect server)
     "crawl2model.commands.data",      # inspect, verify
     "crawl2model.commands.crawl",     # crawl, ingest-warc, ingest-docs
     "crawl2model.commands.eval",      # eval extraction|langid|dedup|pii

@@ -1,0 +1,193 @@
+"""``crawl2model serve`` and ``crawl2model backfill``: the pipeline as deployments on a Prefect server.
+
+    crawl2model serve                                   # every deployment in deployments/prefect.yaml, one process
+    crawl2model backfill --from 2026-11-01 --to 2026-11-07 --concurrency 2
+    crawl2model backfill --partitions 2026-11-01,crawl-42 --deployment pipeline/daily --force
+
+Both talk to whichever Prefect API ``PREFECT_API_URL`` names (a `prefect server start` or the
+compose stack); without one, ``serve`` starts the embedded server the way ``run`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PREFECT_FILE = REPO_ROOT / "deployments" / "prefect.yaml"
+DEFAULT_DEPLOYMENT = "pipeline/daily"
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("serve", help="serve the deployments of deployments/prefect.yaml from this process (dev)")
+    s.add_argument("--prefect-file", default=str(DEFAULT_PREFECT_FILE), help="deployment definitions (YAML)")
+    s.add_argument("--only", action="append", metavar="NAME",
+                   help="serve only this deployment (repeatable; default: all)")
+    s.add_argument("--limit", type=int, default=None, help="most flow runs this process runs at once")
+    s.add_argument("--no-schedules", action="store_true", help="serve without the schedules (manual runs only)")
+    s.set_defaults(func=_serve)
+
+    b = sub.add_parser("backfill", help="one flow run per partition through a deployment, N at a time")
+    b.add_argument("--from", dest="start", metavar="DATE", help="first partition date (YYYY-MM-DD)")
+    b.add_argument("--to", dest="end", metavar="DATE", help="last partition date, included")
+    b.add_argument("--partitions", metavar="A,B,C", help="explicit partition keys instead of a date range")
+    b.add_argument("--deployment", default=DEFAULT_DEPLOYMENT, help="flow-name/deployment-name (default: %(default)s)")
+    b.add_argument("--concurrency", type=int, default=2, help="flow runs in flight at once (default: %(default)s)")
+    b.add_argument("--force", action="store_true", help="submit partitions that are already complete too")
+    b.add_argument("--config", help="config_path parameter of the runs (default: the deployment's)")
+    b.add_argument("--data-root", help="data_root parameter of the runs (default: the config's)")
+    b.add_argument("--poll", type=float, default=2.0, help="seconds between state checks")
+    b.add_argument("--timeout", type=float, default=None, help="stop waiting after this many seconds")
+    b.add_argument("--json", action="store_true", help="print the result table as JSON")
+    b.set_defaults(func=_backfill)
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+
+def load_prefect_file(path: str | Path) -> list[dict[str, Any]]:
+    """The ``deployments`` list of a prefect.yaml (anchors and merge keys resolved by the YAML loader)."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text())
+    deployments = data.get("deployments") or []
+    if not deployments:
+        raise ValueError(f"{path}: no deployments")
+    return deployments
+
+
+def load_entrypoint(entrypoint: str):
+    """``flows/pipeline.py:pipeline`` -> the flow object, imported as a module of this repo."""
+    file_part, _, attr = entrypoint.partition(":")
+    module = file_part.removesuffix(".py").replace("/", ".")
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    return getattr(importlib.import_module(module), attr)
+
+
+def runner_deployments(spec: list[dict[str, Any]], only: list[str] | None = None, schedules: bool = True) -> list:
+    """The same deployments `prefect deploy` creates, as RunnerDeployments for ``serve()``.
+
+    Work pools are ignored here: a served deployment runs in this process's own subprocesses.
+    """
+    from prefect.schedules import Cron
+
+    out = []
+    for d in spec:
+        if only and d["name"] not in only:
+            continue
+        flow = load_entrypoint(d["entrypoint"])
+        sched = [Cron(s["cron"], timezone=s.get("timezone"), parameters=s.get("parameters") or {})
+                 for s in (d.get("schedules") or []) if s.get("cron")] if schedules else []
+        out.append(flow.to_deployment(name=d["name"], description=d.get("description"), tags=d.get("tags"),
+                                      parameters=d.get("parameters") or {}, schedules=sched or None))
+    if only and len(out) != len(set(only)):
+        names = sorted(d["name"] for d in spec)
+        raise ValueError(f"--only {only}: not all found among {names}")
+    return out
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from prefect import serve
+
+    deployments = runner_deployments(load_prefect_file(args.prefect_file), args.only, not args.no_schedules)
+    print(f"crawl2model: serving {len(deployments)} deployments from {args.prefect_file}", file=sys.stderr, flush=True)
+    serve(*deployments, limit=args.limit)
+    return 0
+
+
+# --- backfill ---------------------------------------------------------------------------------
+
+
+def plan_backfill(cfg, partitions: list[str], force: bool) -> list[dict[str, Any]]:
+    """One row per partition: submit it, or skip it because its run dir is already complete."""
+    from pipeline_lib import partitions as parts
+
+    rows = []
+    for p in partitions:
+        state = parts.check(cfg, p)
+        skip = state.complete and not force
+        rows.append({"partition": p, "run_dir": state.run_dir, "flow_run": None, "flow_run_id": None,
+                     "state": "SKIPPED" if skip else "PENDING",
+                     "note": "already complete (--force to redo)" if skip else state.reason})
+    return rows
+
+
+def submit_and_wait(client, deployment_id, flow_name: str, rows: list[dict[str, Any]], parameters: dict[str, Any],
+                    concurrency: int, poll: float, timeout: float | None) -> None:
+    """Create a flow run per pending row, never more than ``concurrency`` in flight; wait for all.
+
+    Runs are named ``<flow>-<partition>`` and tagged ``backfill``, so the UI groups them.
+    """
+    queue = [r for r in rows if r["state"] == "PENDING"]
+    in_flight: dict[Any, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout if timeout else None
+    while queue or in_flight:
+        while queue and len(in_flight) < concurrency:
+            row = queue.pop(0)
+            run = client.create_flow_run_from_deployment(
+                deployment_id, parameters={**parameters, "partition": row["partition"]},
+                name=f"{flow_name}-{row['partition']}", tags=["backfill"])
+            row.update(flow_run=run.name, flow_run_id=str(run.id), state=run.state.type.value)
+            in_flight[run.id] = row
+            print(f"  submitted {row['partition']}: {run.name}", file=sys.stderr, flush=True)
+        time.sleep(poll)
+        for run_id in list(in_flight):
+            run = client.read_flow_run(run_id)
+            row = in_flight[run_id]
+            row["state"] = run.state.type.value if run.state else "UNKNOWN"
+            if row["state"] in FINAL_STATES:
+                row["note"] = (run.state.message or "")[:120] if row["state"] != "COMPLETED" else ""
+                del in_flight[run_id]
+                print(f"  {row['partition']}: {row['state']}", file=sys.stderr, flush=True)
+        if deadline and time.monotonic() > deadline:
+            for row in in_flight.values():
+                row["note"] = "still running at --timeout"
+            for row in queue:
+                row.update(state="NOT_SUBMITTED", note="--timeout reached first")
+            return
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    cols = ["partition", "flow_run", "state", "note"]
+    cells = [[str(r.get(c) or "-") for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from pipeline_lib import partitions as parts
+    from pipeline_lib.config import load_config
+
+    if args.concurrency < 1:
+        raise ValueError("--concurrency must be at least 1")
+    keys = parts.select(args.start, args.end, args.partitions)
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(args.deployment)
+        config_path = args.config or (deployment.parameters or {}).get("config_path")
+        if not config_path:
+            raise ValueError(f"deployment {args.deployment} has no config_path parameter; pass --config")
+        overrides = {"run": {"data_root": args.data_root}} if args.data_root else {}
+        cfg = load_config(config_path, overrides)  # the same config the runs will load: fail before submitting
+        rows = plan_backfill(cfg, keys, args.force)
+        parameters: dict[str, Any] = {"config_path": config_path}
+        if args.data_root:
+            parameters["data_root"] = args.data_root
+        todo = sum(r["state"] == "PENDING" for r in rows)
+        print(f"crawl2model: backfill of {len(keys)} partitions through {args.deployment}: {todo} to run, "
+              f"{len(keys) - todo} already complete", file=sys.stderr, flush=True)
+        submit_and_wait(client, deployment.id, args.deployment.split("/", 1)[0], rows, parameters, args.concurrency, args.poll, args.timeout)
+
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0 if all(r["state"] in ("COMPLETED", "SKIPPED") for r in rows) else 1

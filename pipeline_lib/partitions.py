@@ -1,0 +1,109 @@
+"""Partitions: which keys a backfill covers, and whether a partition's run is already complete.
+
+A partition is a date (``2026-11-27``) or any crawl id; its run dir is
+``<data_root>/<name>/<partition>``, so asking "is this partition done?" is reading manifests there.
+Plain Python (no Prefect): the backfill command decides what to submit from these answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from pipeline_lib import pipeline, shards
+from pipeline_lib.config import PipelineConfig
+
+MAX_PARTITIONS = 3660  # ten years of days: a typo in --from should not create a million flow runs
+TRAIN_DONE = "done.json"  # pipeline_lib.model.train.DONE_FILE, without importing torch to read a flag
+_PARTITION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}")  # the same rule as run.partition
+
+
+class PartitionError(ValueError):
+    """A partition range or list that cannot be turned into partition keys."""
+
+
+def parse_date(text: str, flag: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise PartitionError(f"{flag}: {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def date_range(start: str, end: str) -> list[str]:
+    """Every day from ``start`` to ``end``, both included, as ISO dates."""
+    first, last = parse_date(start, "--from"), parse_date(end, "--to")
+    if last < first:
+        raise PartitionError(f"--to {last} is before --from {first}")
+    days = (last - first).days + 1
+    if days > MAX_PARTITIONS:
+        raise PartitionError(f"{days} partitions from {first} to {last}; at most {MAX_PARTITIONS} per backfill")
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range(days)]
+
+
+def parse_list(text: str) -> list[str]:
+    """``a,b,c`` -> ["a", "b", "c"]: stripped, empty items dropped, duplicates removed, order kept."""
+    keys = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    if not keys:
+        raise PartitionError("--partitions: no partition given")
+    bad = [k for k in keys if not _PARTITION_RE.fullmatch(k)]
+    if bad:
+        raise PartitionError(f"--partitions: invalid partition key(s) {', '.join(map(repr, bad))} "
+                             "(1-128 chars of letters, digits, '.', '_', '=', '-')")
+    if len(keys) > MAX_PARTITIONS:
+        raise PartitionError(f"{len(keys)} partitions; at most {MAX_PARTITIONS} per backfill")
+    return keys
+
+
+def select(start: str | None = None, end: str | None = None, listed: str | None = None) -> list[str]:
+    """The partitions of a backfill: either a date range or an explicit list, never both."""
+    if listed is not None:
+        if start or end:
+            raise PartitionError("give either --partitions or --from/--to, not both")
+        return parse_list(listed)
+    if not (start and end):
+        raise PartitionError("give --from and --to (dates), or --partitions a,b,c")
+    return date_range(start, end)
+
+
+def for_partition(cfg: PipelineConfig, partition: str) -> PipelineConfig:
+    """The same config, keyed to another partition (so its run dir is that partition's)."""
+    run = cfg.run.model_copy(update={"partition": partition})
+    out = cfg.model_copy(update={"run": run})
+    out.base_dir = cfg.base_dir
+    return out
+
+
+@dataclass(frozen=True)
+class Completeness:
+    partition: str
+    run_dir: str
+    complete: bool
+    missing: tuple[str, ...]  # what is not done yet, e.g. "07_tokens: 2 of 5 shards", "08_train: no done.json"
+
+    @property
+    def reason(self) -> str:
+        return "complete" if self.complete else "; ".join(self.missing)
+
+
+def check(cfg: PipelineConfig, partition: str) -> Completeness:
+    """Is this partition's run finished? Token shards for every input shard, and training done.
+
+    The tokens stage is the last per-shard stage, and its manifests are written last, so "one
+    token manifest per shard of its input" means every earlier stage finished for this partition.
+    Training writes ``done.json`` last.
+    """
+    pcfg = for_partition(cfg, partition)
+    run_dir = pcfg.run_dir
+    fs = pipeline.fs_for(pcfg, run_dir)
+    missing: list[str] = []
+    tokens_dir = pipeline.stage_dir(run_dir, "tokens")
+    inputs = shards.list_shards(fs, pipeline.input_dir(pcfg, run_dir, "tokens"))
+    done = set(shards.list_shards(fs, tokens_dir))
+    if not inputs:
+        missing.append("07_tokens: no input shards")
+    elif not set(inputs) <= done:
+        missing.append(f"07_tokens: {len(set(inputs) & done)} of {len(inputs)} shards")
+    if pcfg.train.enabled and not shards.exists(fs, shards.join(pipeline.stage_dir(run_dir, "train"), TRAIN_DONE)):
+        missing.append(f"08_train: no {TRAIN_DONE}")
+    return Completeness(partition, run_dir, not missing, tuple(missing))

@@ -1,0 +1,106 @@
+"""Partition keys of a backfill, and "is this partition complete?" read from manifests on disk."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from crawl2model.commands.ops import format_table, plan_backfill
+from pipeline_lib import partitions, pipeline, shards
+from pipeline_lib.config import parse_config
+
+
+def test_date_range_includes_both_ends_and_crosses_months():
+    assert partitions.date_range("2026-02-27", "2026-03-02") == ["2026-02-27", "2026-02-28", "2026-03-01",
+                                                                  "2026-03-02"]
+    assert partitions.date_range("2026-11-05", "2026-11-05") == ["2026-11-05"]
+
+
+@pytest.mark.parametrize("start,end,message", [
+    ("2026-11-05", "2026-11-04", "before"),
+    ("2026-13-01", "2026-12-01", "not a date"),
+    ("yesterday", "2026-12-01", "not a date"),
+    ("2000-01-01", "2026-01-01", "at most"),
+])
+def test_bad_ranges_say_why(start, end, message):
+    with pytest.raises(partitions.PartitionError, match=message):
+        partitions.date_range(start, end)
+
+
+def test_partition_list_is_cleaned_and_validated():
+    assert partitions.parse_list(" a, crawl-42,,a ,2026-11-01") == ["a", "crawl-42", "2026-11-01"]
+    with pytest.raises(partitions.PartitionError, match="invalid"):
+        partitions.parse_list("ok,../etc")
+    with pytest.raises(partitions.PartitionError, match="no partition"):
+        partitions.parse_list(" , ")
+
+
+def test_select_wants_exactly_one_way_of_naming_partitions():
+    assert partitions.select(listed="x,y") == ["x", "y"]
+    assert partitions.select("2026-01-01", "2026-01-02") == ["2026-01-01", "2026-01-02"]
+    with pytest.raises(partitions.PartitionError, match="not both"):
+        partitions.select("2026-01-01", "2026-01-02", "x")
+    with pytest.raises(partitions.PartitionError, match="--from and --to"):
+        partitions.select("2026-01-01", None)
+
+
+def _config(tmp_path, train: bool = True):
+    return parse_config({"run": {"name": "fam", "data_root": str(tmp_path / "runs")},
+                         "train": {"enabled": train}}, base_dir=str(tmp_path))
+
+
+def _write_shard(fs, stage_dir: str, name: str) -> None:
+    table = pa.table({"id": ["a"], "text": ["t"]})
+    entry = shards.write_table_file(fs, stage_dir, f"{name}.parquet", table)
+    shards.write_manifest(fs, stage_dir, name, {"files": {"kept": entry.to_dict()}, "counters": {}})
+
+
+def _fill(cfg, partition: str, token_shards: int, trained: bool) -> str:
+    pcfg = partitions.for_partition(cfg, partition)
+    run_dir = pcfg.run_dir
+    fs = pipeline.fs_for(pcfg, run_dir)
+    for i in range(2):
+        _write_shard(fs, pipeline.input_dir(pcfg, run_dir, "tokens"), shards.shard_name(i))
+    for i in range(token_shards):
+        _write_shard(fs, pipeline.stage_dir(run_dir, "tokens"), shards.shard_name(i))
+    if trained:
+        shards.write_bytes_atomic(fs, shards.join(pipeline.stage_dir(run_dir, "train"), "done.json"),
+                                  json.dumps({"fingerprint": "x"}).encode())
+    return run_dir
+
+
+def test_complete_only_with_every_token_shard_and_training_done(tmp_path):
+    cfg = _config(tmp_path)
+    assert partitions.check(cfg, "2026-11-01").missing == ("07_tokens: no input shards", "08_train: no done.json")
+    run_dir = _fill(cfg, "2026-11-01", token_shards=1, trained=False)
+    assert run_dir == str(tmp_path / "runs" / "fam" / "2026-11-01")
+    state = partitions.check(cfg, "2026-11-01")
+    assert not state.complete and state.missing == ("07_tokens: 1 of 2 shards", "08_train: no done.json")
+    _fill(cfg, "2026-11-01", token_shards=2, trained=False)
+    assert partitions.check(cfg, "2026-11-01").missing == ("08_train: no done.json",)
+    _fill(cfg, "2026-11-01", token_shards=2, trained=True)
+    assert partitions.check(cfg, "2026-11-01").complete
+    assert not partitions.check(cfg, "2026-11-02").complete, "another partition is another run dir"
+    assert partitions.check(_config(tmp_path, train=False), "2026-11-01").complete
+
+
+def test_a_partition_without_training_is_complete_when_training_is_off(tmp_path):
+    cfg = _config(tmp_path, train=False)
+    _fill(cfg, "p1", token_shards=2, trained=False)
+    assert partitions.check(cfg, "p1").complete
+
+
+def test_backfill_plan_skips_complete_partitions_unless_forced(tmp_path):
+    cfg = _config(tmp_path)
+    _fill(cfg, "2026-11-01", token_shards=2, trained=True)
+    _fill(cfg, "2026-11-02", token_shards=1, trained=False)
+    rows = plan_backfill(cfg, ["2026-11-01", "2026-11-02", "2026-11-03"], force=False)
+    assert [r["state"] for r in rows] == ["SKIPPED", "PENDING", "PENDING"]
+    assert "1 of 2 shards" in rows[1]["note"] and "no input shards" in rows[2]["note"]
+    forced = plan_backfill(cfg, ["2026-11-01"], force=True)
+    assert forced[0]["state"] == "PENDING"
+    table = format_table(rows).splitlines()
+    assert table[0].split() == ["partition", "flow_run", "state", "note"]
+    assert table[1].startswith("2026-11-01") and "SKIPPED" in table[1]
