@@ -95,8 +95,9 @@ class UrlFilterConfig(_Model):
 class ExtractConfig(_Model):
     enabled: bool = True
     favor_precision: bool = Field(True, description="FineWeb's trafilatura setting.")
-    include_tables: bool = False
-    include_comments: bool = False
+    include_tables: bool = Field(True, description="Keep table text (trafilatura's and FineWeb's default).")
+    include_comments: bool = Field(False, description="Reader comments are not main text (FineWeb).")
+    fast_first: bool = Field(True, description="trafilatura fast mode first; the full cascade only for short/odd results.")
     min_text_chars: int = Field(1, ge=0, description="Shorter extractions are rejected (extract_empty).")
     timeout_seconds: float = Field(10.0, gt=0, description="Per-document limit; a slower page is rejected (extract_timeout).")
     prune_html: bool = Field(True, description="selectolax pre-pass dropping never-text subtrees before trafilatura.")
@@ -237,7 +238,7 @@ class PiiConfig(_Model):
     score_threshold: float = Field(0.4, ge=0, le=1, description="Minimum presidio score of a span.")
     max_spans: int | None = Field(None, ge=0, description="Reject documents with more spans (pii_too_many_spans).")
     phone_regions: list[str] = Field(
-        default_factory=lambda: ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU", "BE", "CH", "SE", "NL", "IE", "AT"],
+        default_factory=lambda: ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"],
         description="Regions whose national phone formats are recognised (international +NN always are).")
     nlp_model: str | None = Field(None, description="Installed spaCy model name for NER entities; None = blank pipeline.")
     fast_path: bool = Field(True, description="Skip texts/windows without candidate characters before presidio.")

@@ -51,27 +51,41 @@ DOC_FIELDS = [
 ]
 DROPPED_COLUMNS = {"html", "headers"}
 
-# Tags whose whole subtree is never main text. Tables stay (trafilatura may keep them when asked);
-# <form> goes: a form's labels and buttons are interface text, not content.
-NEVER_TEXT_TAGS = ("script", "style", "noscript", "svg", "math", "iframe", "object", "embed", "template",
-                   "canvas", "form", "select", "button", "input", "textarea", "video", "audio", "map")
+# Tags whose whole subtree is never main text. Every one of them is deleted by trafilatura's own
+# tree cleaning anyway (settings.MANUALLY_CLEANED), so dropping them early changes nothing but the
+# work: trafilatura runs a dozen XPath prunes over the *raw* tree before its cleaning, and their cost
+# grows with the node count. Kept on purpose: <form> (ASP.NET pages wrap the whole page in one;
+# trafilatura keeps a form holding most of the text), <math> (trafilatura salvages formulas),
+# <figure> (may hold a table), <time> and <head> (metadata: title, date).
+NEVER_TEXT_TAGS = ("style", "noscript", "svg", "iframe", "object", "embed", "template", "canvas", "select",
+                   "button", "input", "textarea", "video", "audio", "map", "picture", "source", "track",
+                   "applet", "fencedframe", "frame", "frameset", "dialog", "datalist", "option", "optgroup",
+                   "menu", "menuitem", "marquee", "blink", "noindex", "area", "param", "progress", "output")
+# The boilerplate containers trafilatura also always deletes; their removal is the big saving.
+LAYOUT_TAGS = ("nav", "aside", "footer")
 # Above this many characters an inline attribute (data: URIs, serialised JSON state) is dropped.
 HUGE_ATTRIBUTE_CHARS = 2048
+# A fast-mode extraction shorter than this goes through trafilatura's full cascade (readability and
+# justext comparison): that cascade only ever replaces a short or structurally odd result, and
+# trafilatura's own "too short" line is MIN_EXTRACTED_SIZE = 250 characters.
+FULL_CASCADE_BELOW_CHARS = 500
 _LANG_RE = re.compile(r"^[A-Za-z]{2,3}(?=$|[-_])")
 
 
 @dataclass(frozen=True)
 class ExtractOptions:
     favor_precision: bool = True
-    include_tables: bool = False
+    include_tables: bool = True
     include_comments: bool = False
     prune: bool = True
+    fast_first: bool = True
+    with_metadata: bool = True
     min_text_chars: int = 1
 
     @classmethod
     def from_config(cls, c: ExtractConfig) -> "ExtractOptions":
         return cls(favor_precision=c.favor_precision, include_tables=c.include_tables,
-                   include_comments=c.include_comments, prune=getattr(c, "prune_html", True),
+                   include_comments=c.include_comments, prune=c.prune_html, fast_first=c.fast_first,
                    min_text_chars=c.min_text_chars)
 
 
@@ -96,11 +110,11 @@ def prune_html(html: str) -> tuple[str, str | None]:
         meta = tree.css_first('meta[http-equiv="content-language" i], meta[property="og:locale"]')
         if meta is not None:
             lang = language_from_tag(meta.attrs.get("content"))
-    # JSON-LD stays: trafilatura and htmldate read the title, author and date from it.
+    # JSON-LD stays: trafilatura and htmldate read the title and the date from it.
     for script in tree.css("script"):
         if (script.attrs.get("type") or "").strip().lower() != "application/ld+json":
             script.decompose()
-    tree.strip_tags([t for t in NEVER_TEXT_TAGS if t != "script"])
+    tree.strip_tags(list(NEVER_TEXT_TAGS + LAYOUT_TAGS))
     body = tree.body
     if body is not None:
         for node in body.traverse(include_text=False):
@@ -112,24 +126,72 @@ def prune_html(html: str) -> tuple[str, str | None]:
     return tree.html or "", lang
 
 
+def page_metadata(tree, url: str | None) -> tuple[str | None, str | None]:
+    """(title, date) the way trafilatura's extract_metadata finds them, without the author, site
+    name, categories, tags and license lookups it also does (they cost more than the text itself)."""
+    from htmldate import find_date
+    from trafilatura.metadata import examine_meta, extract_meta_json, extract_title
+    from trafilatura.settings import set_date_params
+
+    meta = examine_meta(tree)
+    try:
+        meta = extract_meta_json(tree, meta)
+    except Exception:  # trafilatura's JSON-LD reader has bugs on odd JSON; the meta tags still count
+        pass
+    title = meta.title or extract_title(tree)
+    title = " ".join(title.split()) if title else None  # as trafilatura trims it
+    params = set_date_params(True)
+    params["url"] = meta.url or url
+    try:
+        date = find_date(tree, **params)
+    except Exception:
+        date = None
+    return title, date
+
+
+def _run_trafilatura(tree, url: str | None, opts: ExtractOptions, fast: bool):
+    import trafilatura
+
+    return trafilatura.bare_extraction(
+        tree, url=url, fast=fast, favor_precision=opts.favor_precision, include_comments=opts.include_comments,
+        include_tables=opts.include_tables, include_images=False, with_metadata=False)
+
+
+def _needs_full_cascade(doc) -> bool:
+    """The cases where trafilatura's readability/justext comparison may replace the result."""
+    text = (doc.text if doc is not None else "") or ""
+    if len(text) < FULL_CASCADE_BELOW_CHARS:
+        return True
+    body = doc.body
+    if body is None or not body.xpath(".//p//text()"):
+        return True
+    return len(body.findall(".//table")) > len(body.findall(".//p"))
+
+
 def extract_page(html: str | None, url: str | None, opts: ExtractOptions) -> dict[str, Any]:
     """Extract one page in this process. Returns {'text','title','date','language_hint'} or {'reason'}."""
-    import trafilatura
+    from trafilatura.utils import load_html
 
     if not html or not html.strip():
         return {"reason": "extract_empty"}
     lang = None
     if opts.prune:
         html, lang = prune_html(html)
-    doc = trafilatura.bare_extraction(
-        html, url=url, favor_precision=opts.favor_precision, include_comments=opts.include_comments,
-        include_tables=opts.include_tables, include_images=False, with_metadata=True,
-    )
+    tree = load_html(html)
+    if tree is None:
+        return {"reason": "extract_empty"}
+    title = date = None
+    if opts.with_metadata:
+        title, date = page_metadata(tree, url)
+        lang = lang or language_from_tag(tree.get("lang"))
+    # trafilatura edits the tree it is given: the full cascade needs a fresh parse.
+    doc = _run_trafilatura(tree, url, opts, fast=opts.fast_first)
+    if opts.fast_first and _needs_full_cascade(doc):
+        doc = _run_trafilatura(load_html(html), url, opts, fast=False)
     text = (doc.text if doc is not None else None) or ""
     if len(text.strip()) < max(1, opts.min_text_chars):
         return {"reason": "extract_empty"}
-    return {"text": text, "title": doc.title, "date": doc.date,
-            "language_hint": language_from_tag(doc.language) or lang}
+    return {"text": text, "title": title, "date": date, "language_hint": lang}
 
 
 # --------------------------------------------------------------------------- the helper process
@@ -280,7 +342,7 @@ class ExtractStage(Stage):
         c = cfg.extract
         self.opts = ExtractOptions.from_config(c)
         self.timeout = c.timeout_seconds
-        self.memory_mb = getattr(c, "memory_limit_mb", 0)
+        self.memory_mb = c.memory_limit_mb
         self._local = threading.local()  # one helper per thread: thread runners stay parallel
 
     def _helper(self) -> ExtractorProcess:
@@ -290,6 +352,12 @@ class ExtractStage(Stage):
             _ALL_HELPERS.add(helper)
             self._local.helper = helper
         return helper
+
+    def close(self) -> None:
+        """Stop this thread's helper process (it also stops by itself when this process exits)."""
+        helper = getattr(self._local, "helper", None)
+        if helper is not None:
+            helper.close()
 
     def extract_one(self, html: str | None, url: str | None) -> dict:
         return self._helper().extract(html, url, self.opts, self.timeout)
