@@ -13,7 +13,6 @@ Why each guard exists:
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import socket
 import time
 import zlib
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 import requests
 
 from pipeline_lib.crawl.encoding import decode_html
+from pipeline_lib.crawl.netguard import FetchGuard, guarded_session, is_public_ip
 from pipeline_lib.crawl.urls import normalize_url
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -88,12 +88,8 @@ def address_problem(url: str, allow_private_hosts: tuple[str, ...] | list[str]) 
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, ValueError):
         return "dns_error"
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if not ip.is_global or ip.is_multicast:
-            return "private_address"
+    if not all(is_public_ip(info[4][0]) for info in infos):
+        return "private_address"
     return None
 
 
@@ -130,8 +126,7 @@ class Fetcher:
     def __init__(self, settings: FetchSettings, session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         self.s = settings
-        self.session = session or requests.Session()
-        self.session.trust_env = False  # no proxies or netrc from the environment
+        self.session = session or guarded_session()
         self.sleep = sleep
 
     def close(self) -> None:
@@ -182,17 +177,27 @@ class Fetcher:
         s = self.s
         result = FetchResult(url=url, final_url=current)
         deadline = time.monotonic() + s.total_timeout
-        headers = {"User-Agent": s.user_agent, "Accept-Encoding": "gzip, deflate",
+        # Connection: close, so every request opens a socket the guard vets and can cut.
+        headers = {"User-Agent": s.user_agent, "Accept-Encoding": "gzip, deflate", "Connection": "close",
                    "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"}
-        try:
-            resp = self.session.get(current, headers=headers, stream=True, allow_redirects=False,
-                                    timeout=(min(s.connect_timeout, s.total_timeout), min(s.read_timeout, s.total_timeout)))
-        except requests.exceptions.Timeout as e:
-            result.reason, result.detail = "timeout", str(e)[:200]
-            return result
-        except requests.exceptions.RequestException as e:
-            result.reason, result.detail = "connection_error", str(e)[:200]
-            return result
+        with FetchGuard(s.allow_private_hosts, deadline) as guard:
+            try:
+                resp = self.session.get(current, headers=headers, stream=True, allow_redirects=False,
+                                        timeout=(min(s.connect_timeout, s.total_timeout),
+                                                 min(s.read_timeout, s.total_timeout)))
+            except requests.exceptions.RequestException as e:
+                if guard.refused_peer:
+                    result.reason, result.detail = "private_address", f"connected to {guard.refused_peer}"
+                elif guard.expired or isinstance(e, requests.exceptions.Timeout):
+                    result.reason, result.detail = "timeout", str(e)[:200]
+                else:
+                    result.reason, result.detail = "connection_error", str(e)[:200]
+                return result
+            return self._handle(resp, result, deadline, guard, accept_any_type)
+
+    def _handle(self, resp: requests.Response, result: FetchResult, deadline: float, guard: FetchGuard,
+                accept_any_type: bool) -> FetchResult:
+        s = self.s
         with resp:
             result.status = resp.status_code
             result.headers = {k.lower(): v for k, v in resp.headers.items()}
@@ -213,12 +218,14 @@ class Fetcher:
                 return result
             try:
                 body = self._read_body(resp, deadline)
+                if guard.expired:  # the watchdog cut the socket: what we have is a fragment
+                    raise _Abort("timeout", "total deadline exceeded while reading the body")
             except _Abort as e:
                 result.reason, result.detail = e.reason, e.detail
                 return result
-            except (requests.exceptions.RequestException, OSError, ValueError) as e:
-                kind = "timeout" if "timed out" in str(e).lower() else "connection_error"
-                result.reason, result.detail = kind, str(e)[:200]
+            except Exception as e:  # urllib3 protocol errors, resets, decoding of a cut stream
+                kind = "timeout" if guard.expired or "timed out" in str(e).lower() else "connection_error"
+                result.reason, result.detail = kind, f"{type(e).__name__}: {e}"[:200]
                 return result
         if accept_any_type:
             result.html = body.decode("utf-8", errors="replace")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pytest
 from pipeline_lib import shards
 from pipeline_lib.config import parse_config
 from pipeline_lib.crawl import run_crawl
-from tests.lib.crawl.trap_site import BIG_PAGE_BYTES, LATIN1_TEXT, SJIS_TEXT, serve_traps
+from tests.lib.crawl.trap_site import BIG_PAGE_BYTES, GZIP_TEXT, LATIN1_TEXT, SJIS_TEXT, serve_traps
 
 MAX_PAGES = 30
 
@@ -77,7 +78,7 @@ def test_each_page_is_fetched_once_despite_url_variants(trap_crawl):
 
 def test_traps_end_with_their_reasons(trap_crawl):
     rejected = trap_crawl["rejected"]
-    expected = {"/loop/a": "redirect_loop", "/slow": "timeout", "/big": "too_large", "/bomb": "too_large",
+    expected = {"/loop/a": "redirect_loop", "/slow": "timeout", "/slow-headers": "timeout", "/big": "too_large", "/bomb": "too_large",
                 "/binary": "binary_content", "/image.png": "non_html", "/missing": "http_404",
                 "/error500": "http_500", "/escape": "private_address", "/private/secret": "robots_disallowed",
                 "/hidden-page": "robots_disallowed", "/to-private": "robots_disallowed"}
@@ -98,6 +99,16 @@ def test_retries_only_what_can_succeed(trap_crawl):
     assert any(u.endswith("/ratelimited") for u in kept_urls)
 
 
+def test_trickling_servers_are_cut_off(trap_crawl):
+    # Each trickle would take 40 s; the server itself saw the crawler hang up before the end.
+    site = trap_crawl["site"]
+    for _ in range(100):  # the server notices on its next write, at most one trickle interval later
+        if set(site.trickle_state.values()) == {"client_hung_up"}:
+            break
+        time.sleep(0.05)
+    assert site.trickle_state == {"/slow": "client_hung_up", "/slow-headers": "client_hung_up"}
+
+
 def test_size_caps_stop_reading(trap_crawl):
     # The server could not push the whole 20 MB page: the crawler hung up after its cap.
     assert trap_crawl["site"].big_bytes_sent < BIG_PAGE_BYTES // 2
@@ -107,6 +118,7 @@ def test_charsets_decode_to_correct_unicode(trap_crawl):
     pages = {r["url"].rsplit("/", 1)[1]: r for r in trap_crawl["kept"].to_pylist()}
     assert LATIN1_TEXT in pages["latin1"]["html"]
     assert SJIS_TEXT in pages["sjis"]["html"]
+    assert GZIP_TEXT in pages["gzipped"]["html"]
     assert pages["latin1"]["source"] == "crawl" and pages["latin1"]["status"] == 200
 
 

@@ -23,6 +23,7 @@ TRICKLE_BYTES = 200  # /slow would take 40 s to finish
 ROBOTS = "User-agent: *\nDisallow: /private/\nDisallow: /hidden\n"
 LATIN1_TEXT = "Café crème, façade, naïve"
 SJIS_TEXT = "日本語のページです"
+GZIP_TEXT = "compressed – but honest"
 
 
 @lru_cache(maxsize=1)
@@ -46,6 +47,8 @@ class TrapServer(ThreadingHTTPServer):
         self.other_base = other_base  # where /escape redirects (a second, non-allowed address)
         self.rate_limited_hits = 0
         self.big_bytes_sent = 0
+        self.trickle_state: dict[str, str] = {}  # path -> sending / client_hung_up / finished
+        self.robots_mode = "ok"  # "ok", "404", "500", or "delay" (Crawl-delay: 1)
 
     @property
     def base(self) -> str:
@@ -82,11 +85,16 @@ class TrapHandler(BaseHTTPRequestHandler):
         path = self.path
         try:
             if path == "/robots.txt":
-                return self._send(200, ROBOTS.encode(), "text/plain")
+                if s.robots_mode == "404":
+                    return self._send(404, b"no robots here", "text/plain")
+                if s.robots_mode == "500":
+                    return self._send(500, b"robots broke", "text/plain")
+                extra = "Crawl-delay: 1\n" if s.robots_mode == "delay" else ""
+                return self._send(200, (ROBOTS + extra).encode(), "text/plain")
             if path == "/":
-                links = ["/calendar/2024/1", "/loop/a", "/slow", "/ratelimited", "/error500", "/big", "/bomb",
+                links = ["/calendar/2024/1", "/loop/a", "/slow", "/slow-headers", "/ratelimited", "/error500", "/big", "/bomb",
                          "/binary", "/private/secret", "/hidden-page", "/latin1", "/sjis", "/escape", "/image.png",
-                         "/missing", "/to-private", "/a/../latin1", "/latin1#section",
+                         "/missing", "/to-private", "/gzipped", "/a/../latin1", "/latin1#section",
                          s.base.upper() + "/latin1", "mailto:x@example.com",
                          "http://example.invalid/outside"]
                 body = "".join(f'<a href="{u}">{u}</a> ' for u in links) + '<a rel="nofollow" href="/nofollow">n</a>'
@@ -111,11 +119,11 @@ class TrapHandler(BaseHTTPRequestHandler):
                 self.send_header("Content-Type", "text/html")
                 self.send_header("Content-Length", str(TRICKLE_BYTES))
                 self.end_headers()
-                for _ in range(TRICKLE_BYTES):
-                    self.wfile.write(b"x")
-                    self.wfile.flush()
-                    time.sleep(TRICKLE_INTERVAL)
-                return
+                return self._trickle(path, b"x" * TRICKLE_BYTES)
+            if path == "/slow-headers":
+                # Status line and headers one byte at a time: socket read timeouts never fire.
+                head = b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n" + b"X-Pad: " + b"p" * TRICKLE_BYTES + b"\r\n\r\n"
+                return self._trickle(path, head + _page("late", "too late"))
             if path == "/ratelimited":
                 with s.lock:
                     s.rate_limited_hits += 1
@@ -139,6 +147,9 @@ class TrapHandler(BaseHTTPRequestHandler):
             if path == "/bomb":
                 bomb = gzip_bomb()
                 return self._send(200, bomb, "text/html", {"Content-Encoding": "gzip"})
+            if path == "/gzipped":
+                return self._send(200, gzip.compress(_page("gz", f"<p>{GZIP_TEXT}</p>")), "text/html; charset=utf-8",
+                                  {"Content-Encoding": "gzip"})
             if path == "/binary":
                 return self._send(200, random.Random(7).randbytes(50_000), "text/html")
             if path == "/latin1":
@@ -157,6 +168,22 @@ class TrapHandler(BaseHTTPRequestHandler):
             return self._send(404, b"not found", "text/plain")
         except (BrokenPipeError, ConnectionResetError):
             return  # the crawler hung up, as it should on traps
+
+    def _trickle(self, path: str, data: bytes) -> None:
+        s = self.server
+        with s.lock:
+            s.trickle_state[path] = "sending"
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(TRICKLE_INTERVAL)
+        except (BrokenPipeError, ConnectionResetError):
+            with s.lock:
+                s.trickle_state[path] = "client_hung_up"
+            return
+        with s.lock:
+            s.trickle_state[path] = "finished"
 
 
 @contextmanager

@@ -1,0 +1,58 @@
+"""The three commands exactly as the README writes them."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from crawl2model.cli import main
+from pipeline_lib import shards
+from tests.lib.crawl.trap_site import serve_traps
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_crawl_command(tmp_path, capsys):
+    out = str(tmp_path / "pages")
+    with serve_traps() as (site, _second):
+        seed = site.base + "/calendar/2024/1"
+        rc = main(["crawl", "--seed", seed, "--seed", site.base + "/latin1", "--out", out, "--max-pages", "5",
+                   "--max-depth", "2", "--delay", "0", "--allow-private", "127.0.0.1"])
+        assert rc == 0
+        summary = _last_json(capsys)
+        paths = site.paths()
+    assert summary["pages"] == 5 and summary["skipped"] is False
+    assert "/latin1" in paths
+    calendar = [p for p in paths if p.startswith("/calendar/")]
+    assert len(calendar) == 4  # the budget of 5 = /latin1 + four calendar pages
+    assert shards.verify_stage_dir(shards.filesystem(out), out) == []
+
+
+def test_crawl_without_allow_private_refuses_localhost(tmp_path, capsys):
+    out = str(tmp_path / "pages")
+    with serve_traps() as (site, _second):
+        assert main(["crawl", "--seed", site.base + "/", "--out", out, "--quiet"]) == 0
+        assert site.paths() == []
+    assert _last_json(capsys)["reasons"] == {"private_address": 1}
+
+
+def test_ingest_warc_command(shared_data, tmp_path, capsys):
+    warc = shared_data / "warc" / "resiliparse" / "warcfile.warc.gz"
+    if not warc.is_file():
+        pytest.skip("shared WARC missing")
+    out = str(tmp_path / "warc")
+    assert main(["ingest-warc", str(warc), "--out", out]) == 0
+    assert _last_json(capsys)["pages"] == 16
+
+
+def test_ingest_docs_command(tmp_path, capsys):
+    pq.write_table(pa.table({"body": ["one doc", "two doc"], "link": ["u1", "u2"]}), tmp_path / "in.parquet")
+    out = str(tmp_path / "docs")
+    assert main(["ingest-docs", str(tmp_path / "in.parquet"), "--out", out, "--text-column", "body",
+                 "--url-column", "link"]) == 0
+    assert _last_json(capsys)["docs"] == 2
