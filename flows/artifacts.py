@@ -58,3 +58,14 @@ def publish_training(run_dir: str, result: dict[str, Any]) -> None:
     create_markdown_artifact(key=artifact_key("training", run_dir.rsplit("/", 2)[-2], run_dir.rsplit("/", 1)[-1]),
                              markdown=f"### Training\n\n{image}| | |\n|---|---|\n{table}\n",
                              description="Loss curve and final metrics")
+
+
+def publish_token_stats(cfg, run_dir: str) -> dict[str, Any]:
+    from pipeline_lib import pipeline, tokenization
+
+    token_dir = pipeline.stage_dir(run_dir, "tokens")
+    stats = tokenization.token_stats(pipeline.fs_for(cfg, token_dir), token_dir)
+    create_markdown_artifact(key=artifact_key("token-stats", cfg.run.name, cfg.run.partition),
+                             markdown=tokenization.token_stats_markdown(stats),
+                             description="Tokens per document, bytes per token, totals")
+    return stats

@@ -12,6 +12,7 @@ from prefect import flow  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from flows.common import DEFAULT_CONFIG, resolve, run_stage, stage_cli  # noqa: E402
+from flows.artifacts import publish_token_stats  # noqa: E402
 from tasks.shard_tasks import prepare_tokenizer_task  # noqa: E402
 
 
@@ -19,9 +20,11 @@ from tasks.shard_tasks import prepare_tokenizer_task  # noqa: E402
 def tokens_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                 run_dir: str | None = None) -> dict:
     """Load or train the tokenizer once, then one task per shard."""
-    _, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
+    cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
     tokenizer = prepare_tokenizer_task(ref, run_dir)
-    return {**run_stage(ref, run_dir, "tokens"), "tokenizer": tokenizer}
+    summary = run_stage(ref, run_dir, "tokens")
+    stats = publish_token_stats(cfg, run_dir)
+    return {**summary, "tokenizer": tokenizer, "token_stats": stats}
 
 
 if __name__ == "__main__":
