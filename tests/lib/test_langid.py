@@ -62,3 +62,27 @@ def test_accuracy_on_real_sentences():
         lines = [l for l in (SHARED / "langid" / f"{lang}.txt").read_text(encoding="utf-8").splitlines() if l.strip()][:100]
         preds = ident.predict(lines)
         assert sum(p[0] == lang for p in preds) >= 90, lang
+
+
+def test_script_check_overrules_the_model_only_where_the_script_is_certain():
+    from pipeline_lib.langid import script_allows
+
+    assert script_allows("ja", "東京で会いましょう") and not script_allows("zh", "東京で会いましょう")
+    assert not script_allows("ja", "中共十八届三中全会意义常常被跟当年邓小平的对外开放相提并论")
+    assert script_allows("zh", "中共十八届三中全会意义常常被跟当年邓小平的对外开放相提并论")
+    assert not script_allows("ru", "Україна їде далі") and script_allows("uk", "Україна їде далі")
+    assert not script_allows("uk", "Мы были здесь вчера") and script_allows("ru", "Мы были здесь вчера")
+    assert script_allows("en", "plain latin text") and script_allows("fr", "texte latin")
+
+
+def test_kana_less_chinese_is_not_called_japanese():
+    # lid.176 alone answers 'ja' for this Chinese sentence (from the Leipzig corpus)
+    text = "中共十八届三中全会意义常常被跟当年邓小平的对外开放和引入外资相提并论。"
+    plain = LanguageIdentifier(lowercase=False, script_check=False).predict([text])[0][0]
+    checked = LanguageIdentifier().predict([text])[0][0]
+    assert plain == "ja" and checked == "zh"
+
+
+def test_candidates_restrict_the_answer():
+    text = "Mereka pun kemudian melihat Glagah Putih berjalan mendekat."
+    assert LanguageIdentifier(candidates=["id", "en"]).predict([text])[0][0] == "id"
