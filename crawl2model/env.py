@@ -20,7 +20,9 @@ def configure_environment() -> None:
         "DO_NOT_TRACK": "1",
         # Keep the embedded Prefect's SQLite database with the project so `make ui` can show past runs.
         "PREFECT_HOME": str(REPO_ROOT / ".prefect"),
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+        # INFO reaches the UI; the terminal shows warnings only (our own progress lines are printed).
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
         "HF_HUB_OFFLINE": "1",
     }
     shared_cache = REPO_ROOT.parent / "shared" / "data" / "tiktoken-cache"

@@ -6,7 +6,9 @@ Flows read like a table of contents; the mechanics live here and in pipeline_lib
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import contextmanager
 from typing import Any, Callable
 
 from prefect import get_run_logger
@@ -20,6 +22,21 @@ from tasks.shard_tasks import stage_shard_task
 
 DEFAULT_CONFIG = "configs/small.yaml"
 SCHEDULED_DATE = "{scheduled_date}"  # deployment parameter: partition = the run's scheduled date
+DATA_ROOT_ENV = "CRAWL2MODEL_DATA_ROOT"  # set on a worker: the data root of every run it starts
+# CPU stages that map one task per shard: the ones a Dask cluster spreads out (crawl and train do not).
+DASK_STAGES = ("urlfilter", "extract", "langid", "quality", "dedup", "pii", "tokens")
+
+# Appended to every flow's docstring: Prefect shows these as the parameters' descriptions in the UI.
+PARAMETER_DOCS = """
+
+Args:
+    config_path: Pipeline YAML (relative paths resolve against the worker's working directory).
+    partition: Partition key, a date or crawl id; the run dir is <data_root>/<run.name>/<partition>.
+        "{scheduled_date}" means the flow run's scheduled date (UTC). None: the config's run.partition.
+    data_root: Local path or fsspec URL (s3://bucket/prefix) overriding run.data_root.
+        None: $CRAWL2MODEL_DATA_ROOT on the worker, else the config's.
+    run_dir: An explicit run dir <data_root>/<name>/<partition>; wins over partition and data_root.
+"""
 
 
 def scheduled_partition() -> str:
@@ -38,6 +55,9 @@ def resolve(config_path: str, partition: str | None = None, data_root: str | Non
         partition = scheduled_partition()
     if partition:
         overrides.setdefault("run", {})["partition"] = partition
+    # A worker of the server stack points every run at the shared store (docker-compose.yml);
+    # an explicit data_root parameter still wins.
+    data_root = data_root or os.environ.get(DATA_ROOT_ENV) or None
     if data_root:
         overrides.setdefault("run", {})["data_root"] = data_root
     cfg = load_config(config_path, overrides)
@@ -51,16 +71,48 @@ def resolve(config_path: str, partition: str | None = None, data_root: str | Non
     return cfg, ConfigRef.of(cfg), pipeline.prepare_run(cfg)
 
 
-def task_runner(cfg: PipelineConfig):
+def task_runner(cfg: PipelineConfig, dask_address: str | None = None):
     """Threads that hand shards to the worker-process pool (default), or a Dask cluster."""
     if cfg.run.task_runner == "dask":
         from prefect_dask import DaskTaskRunner
 
-        if cfg.run.dask_address:
-            return DaskTaskRunner(address=cfg.run.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.run.workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+        address = dask_address or cfg.run.dask_address
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(cluster_kwargs=_local_cluster_kwargs(cfg))
     return ThreadPoolTaskRunner(max_workers=max(cfg.run.workers * 2, 4))
+
+
+def _local_cluster_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
+    # One single-threaded process per worker: the stages are CPU-bound Python, threads would share a GIL.
+    return {"n_workers": cfg.run.workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+
+
+@contextmanager
+def dask_cluster(cfg: PipelineConfig):
+    """The scheduler address the stages share: the configured one, or a LocalCluster for this run.
+
+    Started once per pipeline run (not once per stage flow), so workers and the models they have
+    loaded serve every stage. Yields None when the run does not use Dask.
+    """
+    if cfg.run.task_runner != "dask" or cfg.run.dask_address:
+        yield cfg.run.dask_address
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(**_local_cluster_kwargs(cfg)) as cluster:
+        yield cluster.scheduler_address
+
+
+def run_stage_flows(stage_flows: list, cfg: PipelineConfig, params: dict[str, Any]) -> dict[str, Any]:
+    """Run stage flows in order as subflows; on Dask, the CPU stages run on the shared cluster."""
+    results: dict[str, Any] = {}
+    with dask_cluster(cfg) as address:
+        for stage_flow in stage_flows:
+            if address and stage_flow.name in DASK_STAGES:
+                stage_flow = stage_flow.with_options(task_runner=task_runner(cfg, address))
+            results[stage_flow.name] = stage_flow(**params)
+    return results
 
 
 def summarize(key: str, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -82,7 +134,7 @@ def map_over_shards(key: str, names: list[str], submit: Callable[[str], Any]) ->
         if progress_id:
             update_progress_artifact(progress_id, 100.0 * i / len(names))
     summary = summarize(key, results)
-    logger.warning("%s: %d shards (%d already done), %d in, %d kept, %d rejected",
+    logger.info("%s: %d shards (%d already done), %d in, %d kept, %d rejected",
                    key, summary["shards"], summary["skipped"], summary["rows_in"], summary["kept"], summary["rejected"])
     print_progress(summary)
     return summary
@@ -127,6 +179,6 @@ def make_stage_flow(key: str, doc: str):
         _, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
         return run_stage(ref, run_dir, key)
 
-    stage_flow.__doc__ = doc.strip().splitlines()[0]
+    stage_flow.__doc__ = doc.strip().splitlines()[0] + PARAMETER_DOCS
     stage_flow.__name__ = f"{key}_flow"
     return flow(name=key, task_runner=ThreadPoolTaskRunner(max_workers=8))(stage_flow)
