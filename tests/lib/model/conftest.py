@@ -64,3 +64,18 @@ def tiny_config(**train):
             "warmup_steps": 2, "eval_interval": 5, "eval_batches": 2, "checkpoint_interval": 10, "device": "cpu"}
     base.update(train)
     return parse_config({"train": base})
+
+
+@pytest.fixture(scope="session")
+def shard_writer():
+    return write_token_shards
+
+
+@pytest.fixture(scope="session")
+def make_config():
+    return tiny_config
+
+
+@pytest.fixture(scope="session")
+def shakespeare():
+    return shakespeare_documents

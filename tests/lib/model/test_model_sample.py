@@ -1,0 +1,105 @@
+"""The playground: seeded sampling, next-token distributions, and the CLI commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from crawl2model.cli import main
+from pipeline_lib import shards
+from pipeline_lib.model.sample import (ByteTokenizer, generate, generate_text, load_checkpoint,
+                                       next_token_distribution, top_next_tokens)
+from pipeline_lib.model.train import train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, shakespeare, make_config, shard_writer):
+    """A tiny model trained briefly on Shakespeare bytes (shared by this module's tests)."""
+    torch.set_num_threads(1)
+    run_dir = tmp_path_factory.mktemp("sample") / "run"
+    docs = shakespeare(lambda s: list(s.encode()), 256, max_chars=100_000)
+    shard_writer(str(run_dir / "07_tokens"), docs, {"kind": "bytes"})
+    cfg = make_config(max_steps=60, learning_rate=1e-2, eval_interval=60)
+    result = train(cfg, shards.filesystem(str(run_dir)), str(run_dir / "07_tokens"), str(run_dir / "08_train"))
+    return run_dir, result["checkpoint"]
+
+
+def test_checkpoint_rebuilds_its_model_and_tokenizer(checkpoint):
+    _, path = checkpoint
+    model, tokenizer, ckpt = load_checkpoint(path, device="cpu")
+    assert isinstance(tokenizer, ByteTokenizer)
+    assert ckpt["step"] == 60 and ckpt["model_config"]["vocab_size"] == 257
+    assert not model.training
+
+
+def test_same_seed_same_text_and_different_seeds_differ(checkpoint):
+    model, tokenizer, _ = load_checkpoint(checkpoint[1], device="cpu")
+    a = generate_text(model, tokenizer, "ROMEO:", max_new_tokens=40, seed=7)
+    b = generate_text(model, tokenizer, "ROMEO:", max_new_tokens=40, seed=7)
+    others = {generate_text(model, tokenizer, "ROMEO:", max_new_tokens=40, seed=s) for s in range(8, 12)}
+    assert a == b and len(a.encode()) <= 40
+    assert len(others - {a}) >= 3
+
+
+def test_greedy_decoding_follows_the_argmax(checkpoint):
+    model, tokenizer, _ = load_checkpoint(checkpoint[1], device="cpu")
+    prompt = tokenizer.encode("First Citizen:")
+    ids = generate(model, prompt, max_new_tokens=5, temperature=0)
+    probs = next_token_distribution(model, tokenizer, "First Citizen:")
+    assert ids[0] == int(probs.argmax())
+
+
+def test_sampling_never_emits_a_padding_token_and_top_k_limits_the_choice(checkpoint):
+    model, tokenizer, _ = load_checkpoint(checkpoint[1], device="cpu")
+    ids = generate(model, tokenizer.encode("A"), max_new_tokens=200, temperature=5.0, seed=1)
+    assert all(0 <= i < 257 for i in ids)
+    top3 = {r.id for r in top_next_tokens(model, tokenizer, "A", k=3)}
+    ids = generate(model, tokenizer.encode("A"), max_new_tokens=1, temperature=5.0, top_k=3, seed=2)
+    assert ids[0] in top3
+
+
+def test_next_token_probabilities_are_a_distribution(checkpoint):
+    model, tokenizer, _ = load_checkpoint(checkpoint[1], device="cpu")
+    probs = next_token_distribution(model, tokenizer, "I hope you")
+    assert probs.shape == (257,)
+    assert (probs >= 0).all() and float(probs.sum()) == pytest.approx(1.0, abs=1e-5)
+    top = top_next_tokens(model, tokenizer, "I hope you", k=10)
+    assert [r.prob for r in top] == sorted((r.prob for r in top), reverse=True)
+    assert top[0].prob == pytest.approx(float(probs.max()))
+
+
+def test_next_token_command_prints_a_table_and_json(checkpoint, capsys):
+    run_dir, path = checkpoint
+    assert main(["next-token", path, "I hope you", "--top-k", "5", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 5 and set(rows[0]) == {"token", "id", "prob"}
+    assert sum(r["prob"] for r in rows) <= 1.0 + 1e-6
+    assert main(["next-token", str(run_dir), "I hope you"]) == 0  # a run dir finds 08_train/ckpt.pt
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["rank", "prob", "id", "token"] and len(table) == 11
+
+
+def test_sample_command_is_reproducible_with_a_seed(checkpoint, capsys):
+    _, path = checkpoint
+    args = ["sample", path, "KING:", "--max-new-tokens", "30", "--seed", "3", "--temperature", "0.9", "--top-k", "20"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first and first.startswith("KING:")
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    assert main(["sample", str(tmp_path), "x"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_train_command_trains_on_a_run_dirs_token_shards(byte_run, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  preset: tiny\n  max_steps: 3\n  block_size: 32\n  batch_size: 4\n  device: cpu\n")
+    assert main(["train", "--run-dir", str(byte_run), "--config", str(config)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["steps"] == 3 and (byte_run / "08_train" / "ckpt.pt").is_file()
+    assert main(["train", "--run-dir", str(byte_run), "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"] is True
