@@ -17,10 +17,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipeline_lib.dedup.normalize import word_shingles
 
 EMPTY_HASH = np.uint32(0xFFFFFFFF)  # the value of an untouched datasketch MinHash slot
-_CHUNK_ROWS = 1 << 14  # shingles per matrix: 16k x 128 perms x 4 B = 8 MiB of temporaries
+_CHUNK_ROWS = 1 << 12  # shingles per matrix: 4k x 128 perms x 4 B = 2 MiB, stays in cache
 _M1, _M2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)  # MurmurHash3 fmix32 constants
 
 
@@ -44,12 +43,12 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
-def sha1_hash32_many(shingles: Iterable[str]) -> np.ndarray:
-    """datasketch's ``sha1_hash32`` of each UTF-8 shingle, as one uint32 array."""
+def sha1_hash32_many(shingles: Iterable[bytes]) -> np.ndarray:
+    """datasketch's ``sha1_hash32`` of each shingle, as one uint32 array."""
     sha1 = hashlib.sha1
-    joined = b"".join([sha1(s.encode("utf-8")).digest() for s in shingles])
+    joined = b"".join([sha1(s).digest() for s in shingles])
     # A SHA-1 digest is 20 bytes = five little-endian uint32 words; sha1_hash32 is the first.
-    return np.frombuffer(joined, dtype="<u4").reshape(-1, 5)[:, 0].astype(np.uint32)
+    return np.frombuffer(joined, dtype="<u4").reshape(-1, 5)[:, 0].copy()
 
 
 def signatures_from_hashes(hashes: np.ndarray, doc_of_row: np.ndarray, n_docs: int,
@@ -62,30 +61,42 @@ def signatures_from_hashes(hashes: np.ndarray, doc_of_row: np.ndarray, n_docs: i
     a, b = permutations(num_perm, seed)
     sig = np.full((n_docs, num_perm), EMPTY_HASH, dtype=np.uint32)
     mixed = fmix32(hashes.astype(np.uint32, copy=False))
+    # Permutations x shingles (not the other way round): reduceat along the contiguous last
+    # axis is ~4x faster than along axis 0.
+    buffer = np.empty((num_perm, min(len(mixed), _CHUNK_ROWS)), dtype=np.uint32)
+    a_col, b_col = a[:, None], b[:, None]
     for start in range(0, len(mixed), _CHUNK_ROWS):
         h = mixed[start:start + _CHUNK_ROWS]
         docs = doc_of_row[start:start + _CHUNK_ROWS]
-        permuted = h[:, None] * a[None, :] + b[None, :]  # wraps mod 2**32, as datasketch does
+        permuted = buffer[:, :len(h)]
+        np.multiply(a_col, h[None, :], out=permuted)  # wraps mod 2**32, as datasketch does
+        np.add(permuted, b_col, out=permuted)
         firsts = np.flatnonzero(np.r_[True, docs[1:] != docs[:-1]])
-        mins = np.minimum.reduceat(permuted, firsts, axis=0)
+        mins = np.minimum.reduceat(permuted, firsts, axis=1).T
         ids = docs[firsts]
         # A document can straddle two chunks, so merge with what an earlier chunk found.
         sig[ids] = np.minimum(sig[ids], mins)
     return sig
 
 
-def compute_signatures(normalized_texts: Sequence[str], ngram: int, num_perm: int,
+def compute_signatures(normalized: Sequence[bytes], ngram: int, num_perm: int,
                        seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(signatures n x num_perm uint32, shingle counts n int32) for normalised texts."""
-    counts = np.zeros(len(normalized_texts), dtype=np.int32)
-    all_shingles: list[str] = []
-    for i, text in enumerate(normalized_texts):
-        shingles = word_shingles(text, ngram)
-        counts[i] = len(shingles)
-        all_shingles.extend(shingles)
-    hashes = sha1_hash32_many(all_shingles)
-    doc_of_row = np.repeat(np.arange(len(normalized_texts), dtype=np.int64), counts)
-    return signatures_from_hashes(hashes, doc_of_row, len(normalized_texts), num_perm, seed), counts
+    """(signatures n x num_perm uint32, shingle counts n int32) for normalised texts (UTF-8)."""
+    counts = np.zeros(len(normalized), dtype=np.int32)
+    sha1 = hashlib.sha1
+    digests = []
+    for i, text in enumerate(normalized):
+        words = text.split()
+        count = len(words) - ngram + 1
+        if count > 1:  # the shingles of word_shingles, hashed as they are built
+            digests.append(b"".join([sha1(s).digest() for s in map(b" ".join, zip(*(words[j:j + count] for j in range(ngram))))]))
+            counts[i] = count
+        elif words:
+            digests.append(sha1(b" ".join(words)).digest())
+            counts[i] = 1
+    hashes = np.frombuffer(b"".join(digests), dtype="<u4").reshape(-1, 5)[:, 0].copy()
+    doc_of_row = np.repeat(np.arange(len(normalized), dtype=np.int64), counts)
+    return signatures_from_hashes(hashes, doc_of_row, len(normalized), num_perm, seed), counts
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from pipeline_lib import shards
 from pipeline_lib.config import DedupConfig, PipelineConfig
 from pipeline_lib.dedup.clusters import ClusterParams, cluster
 from pipeline_lib.dedup.minhash import compute_signatures
-from pipeline_lib.dedup.normalize import exact_hash, normalize_text
+from pipeline_lib.dedup.normalize import exact_hash, normalize_bytes
 from pipeline_lib.schema import REJECT_REASON, TIMESTAMP
 from pipeline_lib.stage import StageResult, input_entries, is_done, summary_from_manifest, write_result
 
@@ -45,7 +45,7 @@ class ExternalMatches:
 def signature_table(table: pa.Table, dcfg: DedupConfig) -> pa.Table:
     """The per-document dedup facts of one document table (no text: signatures are small)."""
     texts = table.column("text").to_pylist() if "text" in table.column_names else [""] * table.num_rows
-    normalized = [normalize_text(t) for t in texts]
+    normalized = [normalize_bytes(t) for t in texts]
     n = table.num_rows
     if "fetched_at" in table.column_names:
         fetched = table.column("fetched_at").cast(TIMESTAMP)
