@@ -1,0 +1,199 @@
+"""Crawl and WARC ingest speed, each against the plain use of the same library. Prints ONE JSON object.
+
+    .venv/bin/python bench/crawl.py                      # about 20 s
+    .venv/bin/python bench/crawl.py --pages 400 --latency 0.05 --warc-copies 100
+
+- crawl: ``--hosts`` local servers (separate process, so their CPU is not ours), each serving a
+  linked site of ``--pages`` / hosts pages and answering after ``--latency`` seconds. Ours:
+  ``run_crawl`` (robots, frontier, guards, link extraction, shards with manifests) with concurrency
+  = hosts and no politeness delay. Competitor: a plain ``requests`` thread pool of the same width
+  fetching the same URL list it is handed up front (no robots, no parsing, no writing). Reported:
+  pages/s and client CPU-seconds per page for both, and the ratios.
+- warc: the Common Crawl excerpt ``resiliparse/warcfile.warc.gz`` concatenated ``--warc-copies``
+  times. Competitor: plain warcio iteration reading every record's payload. Ours: ``ingest_warc``
+  (payload, charset decoding, headers JSON, Parquet shards + manifests). Reported: records/s and
+  ours / plain (goal >= 0.8). Process CPU seconds, best of ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/ holds scripts named like standard modules (bench/tokenize.py); keep them off sys.path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(_HERE).parent
+
+
+def _serve(port_queue, pages: int, latency: float) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            time.sleep(latency)
+            if self.path == "/robots.txt":
+                body, ctype = b"User-agent: *\nAllow: /\n", "text/plain"
+            else:
+                n = int(self.path.strip("/") or 0)
+                links = "".join(f'<a href="/{(n * 3 + k) % pages}">p{k}</a>' for k in (1, 2, 3))
+                text = "<p>" + ("lorem ipsum dolor sit amet " * 40) + "</p>"
+                body, ctype = f"<html><head><title>{n}</title></head><body>{links}{text}</body></html>".encode(), \
+                    "text/html; charset=utf-8"
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    port_queue.put(srv.server_address[1])
+    srv.serve_forever()
+
+
+def bench_crawl(hosts: int, pages: int, latency: float) -> dict:
+    import requests
+
+    from pipeline_lib import shards
+    from pipeline_lib.config import parse_config
+    from pipeline_lib.crawl import run_crawl
+
+    per_host = pages // hosts
+    q = mp.Queue()
+    procs = [mp.Process(target=_serve, args=(q, per_host, latency), daemon=True) for _ in range(hosts)]
+    for p in procs:
+        p.start()
+    bases = [f"http://127.0.0.1:{q.get(timeout=10)}" for _ in procs]
+    try:
+        out = tempfile.mkdtemp(prefix="bench-crawl-")
+        cfg = parse_config({"crawl": {"seeds": [b + "/0" for b in bases], "scope": "same_host", "max_pages": pages,
+                                      "max_depth": 1000, "concurrency": hosts, "delay_seconds": 0.0,
+                                      "pages_per_shard": 100, "allow_private_hosts": ["127.0.0.1"]}})
+        c0, t0 = time.process_time(), time.perf_counter()
+        summary = run_crawl(cfg, shards.filesystem(out), out)
+        ours_wall, ours_cpu = time.perf_counter() - t0, time.process_time() - c0
+        shutil.rmtree(out, ignore_errors=True)
+
+        urls = [f"{b}/{i}" for b in bases for i in range(per_host)]
+        session = requests.Session()
+
+        def fetch(u):
+            return len(session.get(u, timeout=10).content)
+
+        c0, t0 = time.process_time(), time.perf_counter()
+        with ThreadPoolExecutor(hosts) as pool:
+            fetched = sum(1 for _ in pool.map(fetch, urls))
+        plain_wall, plain_cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        for p in procs:
+            p.terminate()
+            p.join()
+    ours_pages = summary["pages"]
+    return {
+        "hosts": hosts, "latency_s": latency,
+        "ours": {"pages": ours_pages, "pages_per_s": round(ours_pages / ours_wall, 1),
+                 "cpu_s_per_page": round(ours_cpu / max(ours_pages, 1), 5)},
+        "plain_requests": {"pages": fetched, "pages_per_s": round(fetched / plain_wall, 1),
+                           "cpu_s_per_page": round(plain_cpu / max(fetched, 1), 5)},
+        "ratio_pages_per_s": round((ours_pages / ours_wall) / (fetched / plain_wall), 3),
+        "ratio_cpu_per_page": round((ours_cpu / max(ours_pages, 1)) / (plain_cpu / max(fetched, 1)), 3),
+    }
+
+
+def bench_warc(copies: int, repeats: int) -> dict:
+    from warcio.archiveiterator import ArchiveIterator
+
+    from pipeline_lib import shards
+    from pipeline_lib.crawl import ingest_warc
+
+    src = ROOT.parent / "shared" / "data" / "warc" / "resiliparse" / "warcfile.warc.gz"
+    if not src.is_file():
+        return {"skipped": "../shared/data/warc missing"}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-warc-"))
+    big = tmp / "big.warc.gz"
+    data = src.read_bytes()
+    with open(big, "wb") as f:
+        for _ in range(copies):
+            f.write(data)  # gzip members concatenate into a valid multi-record file
+
+    def plain() -> int:
+        n = 0
+        with open(big, "rb") as f:
+            for record in ArchiveIterator(f):
+                record.content_stream().read()
+                n += 1
+        return n
+
+    def ours() -> int:
+        out = tmp / f"out-{time.perf_counter_ns()}"
+        s = ingest_warc([str(big)], shards.filesystem(str(out)), str(out), records_per_shard=1000)
+        return sum(v for k, v in s["counters"].items() if k.startswith("warc.records_"))
+
+    def ours_rows_only() -> int:  # read + convert to page rows, no Parquet: where the cost goes
+        from collections import Counter
+
+        from pipeline_lib.crawl.warc import _Source
+
+        src_rows = _Source(str(big), None)
+        src_rows.counters = Counter()
+        for _ in src_rows.rows():
+            pass
+        return sum(src_rows.counters.values())
+
+    def best(fn) -> tuple[int, float]:
+        times, n = [], 0
+        for _ in range(repeats):
+            c0 = time.process_time()
+            n = fn()
+            times.append(time.process_time() - c0)
+        return n, min(times)
+
+    n_plain, t_plain = best(plain)
+    n_ours, t_ours = best(ours)
+    n_rows, t_rows = best(ours_rows_only)
+    shutil.rmtree(tmp, ignore_errors=True)
+    plain_rate = n_plain / t_plain
+    return {"file": "resiliparse/warcfile.warc.gz", "copies": copies, "records": n_plain,
+            "plain_warcio": {"records_per_s": round(plain_rate, 1), "cpu_s": round(t_plain, 3)},
+            "ours": {"records_per_s": round(n_ours / t_ours, 1), "cpu_s": round(t_ours, 3), "records": n_ours},
+            "ours_without_parquet": {"records_per_s": round(n_rows / t_rows, 1), "cpu_s": round(t_rows, 3)},
+            "ratio": round((n_ours / t_ours) / plain_rate, 3),
+            "ratio_without_parquet": round((n_rows / t_rows) / plain_rate, 3), "goal": 0.8}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", type=int, default=4)
+    ap.add_argument("--pages", type=int, default=200)
+    ap.add_argument("--latency", type=float, default=0.02)
+    ap.add_argument("--warc-copies", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    import logging
+
+    logging.getLogger("warcio").setLevel(logging.ERROR)
+    result = {"crawl": bench_crawl(args.hosts, args.pages, args.latency),
+              "warc": bench_warc(args.warc_copies, args.repeats)}
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
