@@ -113,24 +113,6 @@ _DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _DATE_LIKE = re.compile(r"(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4})")
 
 
-class ContextPhoneRecognizer(ContextMixin, PhoneRecognizer):
-    """presidio's ``phonenumbers``-based recognizer with word context and a veto for ID-like context."""
-
-    negative_context = PHONE_NEGATIVE_CONTEXT
-
-    def __init__(self, supported_regions: Iterable[str]):
-        super().__init__(context=PHONE_CONTEXT, supported_regions=tuple(supported_regions))
-
-    def analyze(self, text, entities, nlp_artifacts=None):
-        # Fewer than 7 digits ("3369 24" in a street address) is valid somewhere, but rarely a phone.
-        results = [r for r in super().analyze(text, entities, nlp_artifacts)
-                   if len(digits_of(text[r.start:r.end])) >= 7]
-        return self.adjust_for_context(text, results)
-
-    def keeps_despite_negative_context(self, value: str) -> bool:
-        return value.lstrip().startswith("+")
-
-
 class PhoneFormatRecognizer(ContextMixin, PatternRecognizer):
     """Phone numbers by their written shape: digit groups, optional +country, (0), (area), extension.
 
@@ -139,7 +121,7 @@ class PhoneFormatRecognizer(ContextMixin, PatternRecognizer):
     """
 
     negative_context = PHONE_NEGATIVE_CONTEXT
-    _CORE = r"(?:\(0\)[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?(?:\d{1,5}(?:[ .-]\d{2,5}){1,5}|\d{7,13})"
+    _CORE = r"(?:\(0\)[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?(?:\d{1,5}(?:[ ./-]\d{2,8}){1,5}|\d{7,13})"
     _EXT = r"(?:[ ]?(?:x|ext\.?[ ]?)\d{1,5})?"
     PATTERNS = [
         Pattern("phone international", r"(?<![\w+])\+\d{1,3}[ .-]?" + _CORE + _EXT + r"(?![\w])", 0.5),
@@ -163,6 +145,39 @@ class PhoneFormatRecognizer(ContextMixin, PatternRecognizer):
 
     def keeps_despite_negative_context(self, value: str) -> bool:
         return value.lstrip().startswith("+")
+
+
+class PhoneNumberRecognizer(PhoneRecognizer):
+    """Phone numbers: the written shape first, presidio's ``phonenumbers`` check only where needed.
+
+    ``PhoneFormatRecognizer`` finds every phone-shaped digit group and decides the clear cases by
+    itself (an international ``+`` number, or a phone word nearby). presidio's ``PhoneRecognizer``
+    (the ``phonenumbers`` library, one full scan per region, by far the slowest recognizer) then
+    only checks the undecided candidates, on a slice of text just around each one.
+    """
+
+    DECIDED = 0.5  # a shape match at least this strong needs no phonenumbers check
+
+    def __init__(self, supported_regions: Iterable[str]):
+        super().__init__(context=PHONE_CONTEXT, supported_regions=tuple(supported_regions))
+        self.shape = PhoneFormatRecognizer()
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        results = []
+        for cand in self.shape.analyze(text, entities):
+            if cand.score >= self.DECIDED:
+                results.append(cand)
+                continue
+            lo, hi = max(0, cand.start - 3), min(len(text), cand.end + 8)
+            verified = [r for r in super().analyze(text[lo:hi], entities, None)
+                        if len(digits_of(text[lo + r.start:lo + r.end])) >= 7]  # "3369 24": rarely a phone
+            for r in verified:
+                r.start, r.end = r.start + lo, r.end + lo
+            results += verified or [cand]
+        for r in results:  # AnalyzerEngine looks results' recognizers up by id: name this one
+            r.recognition_metadata = {RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                      RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id}
+        return EntityRecognizer.remove_duplicates(results)
 
 
 CARD_CONTEXT = CreditCardRecognizer.CONTEXT + ["debit", "payment", "pay", "amex", "charge", "billing"]
@@ -204,7 +219,7 @@ def build_recognizers(entities: list[str], phone_regions: list[str]) -> dict[str
     """Entity -> the recognizers that find it (only the configured pattern entities)."""
     factories = {
         "EMAIL_ADDRESS": lambda: [OfflineEmailRecognizer()],
-        "PHONE_NUMBER": lambda: [ContextPhoneRecognizer(phone_regions), PhoneFormatRecognizer()],
+        "PHONE_NUMBER": lambda: [PhoneNumberRecognizer(phone_regions)],
         "IP_ADDRESS": lambda: [IpRecognizer()],
         "CREDIT_CARD": lambda: [WideCreditCardRecognizer()],
         # IBANs are written in lower case too; presidio's registry compiles its patterns with IGNORECASE.
