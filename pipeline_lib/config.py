@@ -241,7 +241,7 @@ class PiiConfig(_Model):
     score_threshold: float = Field(0.4, ge=0, le=1, description="Minimum presidio score of a span.")
     max_spans: int | None = Field(None, ge=0, description="Reject documents with more spans (pii_too_many_spans).")
     phone_regions: list[str] = Field(
-        default_factory=lambda: ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU", "BE", "CH", "SE", "NL", "IE", "AT"],
+        default_factory=lambda: ["US", "GB", "DE", "FR", "IL", "IN", "CA", "BR"],
         description="Regions whose national phone formats are recognised (international +NN always are).")
     nlp_model: str | None = Field(None, description="Installed spaCy model name for NER entities; None = blank pipeline.")
     fast_path: bool = Field(True, description="Skip texts/windows without candidate characters before presidio.")
