@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline_lib.filters import Doc, QualityFilter
+from pipeline_lib.filters import TOKEN_RE, Doc, QualityFilter
 
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
 _LINE_END = (".", "?", "!", '"', "'", "”", "’")
@@ -30,46 +30,56 @@ class C4(QualityFilter):
     name = "c4"
     columns = {"q_c4_lines_removed": pa.int64(), "q_c4_sentences": pa.int64()}
 
+    def line_verdict(self, line: str) -> str | None:
+        """Why a (stripped, citation-free) line goes: a line rule, "doc:<reason>" to reject the
+        whole document, or None to keep it."""
+        p = self.params
+        if p.terminal_punct and (not line.endswith(_LINE_END) or line.endswith("...")):
+            return "no_terminal_punct"
+        words = line.split()
+        if p.min_words_per_line and len(words) < p.min_words_per_line:
+            return "too_few_words"
+        if p.max_word_len and len(line) > p.max_word_len and any(len(w) > p.max_word_len for w in words):
+            return "too_long_word"
+        low = line.lower()
+        if p.reject_lorem_ipsum and "lorem ipsum" in low:
+            return "doc:c4_lorem_ipsum"
+        if p.drop_javascript_lines and "javascript" in low:
+            return "javascript"
+        if p.reject_curly_bracket and "{" in line:
+            return "doc:c4_curly_bracket"
+        if p.drop_policy_lines and any(s in low for s in _POLICY):
+            return "policy"
+        return None
+
     def apply(self, doc: Doc, signals: dict[str, Any], counters: Counter) -> str | None:
         p = self.params
         kept: list[str] = []
         removed = Counter()
-        reason = None
+        # Tokens never span a newline, so the cleaned text's token count is the old count minus the
+        # tokens of what was cut: later filters that need only the count skip re-tokenising.
+        tokens_cut = 0
         for raw in doc.lines:
             line = raw.strip()
             if not line:
                 continue
             if p.remove_citations and "[" in line:
-                line = _CITATION.sub("", line).strip()
-            if p.terminal_punct and (not line.endswith(_LINE_END) or line.endswith("...")):
-                removed["no_terminal_punct"] += 1
-                continue
-            words = line.split()
-            if p.min_words_per_line and len(words) < p.min_words_per_line:
-                removed["too_few_words"] += 1
-                continue
-            if p.max_word_len and len(line) > p.max_word_len and any(len(w) > p.max_word_len for w in words):
-                removed["too_long_word"] += 1
-                continue
-            low = line.lower()
-            if p.reject_lorem_ipsum and "lorem ipsum" in low:
-                reason = "c4_lorem_ipsum"
-                break
-            if p.drop_javascript_lines and "javascript" in low:
-                removed["javascript"] += 1
-                continue
-            if p.reject_curly_bracket and "{" in line:
-                reason = "c4_curly_bracket"
-                break
-            if p.drop_policy_lines and any(s in low for s in _POLICY):
-                removed["policy"] += 1
-                continue
-            kept.append(line)
+                cleaned = _CITATION.sub("", line).strip()
+                if cleaned != line:
+                    tokens_cut += len(TOKEN_RE.findall(line)) - len(TOKEN_RE.findall(cleaned))
+                    line = cleaned
+            verdict = self.line_verdict(line) if line else "too_few_words"
+            if verdict is None:
+                kept.append(line)
+            elif verdict.startswith("doc:"):
+                signals["q_c4_lines_removed"] = sum(removed.values())
+                return verdict[4:]
+            else:
+                removed[verdict] += 1
+                tokens_cut += len(TOKEN_RE.findall(line))
 
         n_removed = sum(removed.values())
         signals["q_c4_lines_removed"] = n_removed
-        if reason:
-            return reason
         for rule, n in removed.items():
             counters[f"quality.c4_line_{rule}"] += n
         new_text = "\n".join(kept)
@@ -80,8 +90,8 @@ class C4(QualityFilter):
             return "c4_too_few_sentences"
         if not kept:
             return "c4_empty_after_cleanup"
-        if n_removed or new_text != doc.text:
+        if n_removed:
             counters["quality.c4_docs_changed"] += 1
             counters["quality.c4_lines_removed"] += n_removed
-        doc.set_text(new_text)
+        doc.set_text(new_text, n_tokens=doc.n_tokens - tokens_cut)
         return None

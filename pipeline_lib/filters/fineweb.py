@@ -32,7 +32,7 @@ class FineWeb(QualityFilter):
         signals["q_line_punct_ratio"] = punct
         signals["q_short_line_ratio"] = sum(1 for line in lines if len(line) <= short) / n
         signals["q_dup_line_char_ratio"] = duplicates(lines)[1] / max(len(text) - text.count("\n"), 1)
-        signals["q_newline_word_ratio"] = text.count("\n") / max(len(doc.words), 1)
+        signals["q_newline_word_ratio"] = text.count("\n") / max(doc.n_tokens, 1)  # tokens, as datatrove
 
         if under(punct, p.min_line_punct_ratio) and not (punct == 0 and p.line_punct_exclude_zero):
             return "fineweb_line_punct_ratio"

@@ -1,13 +1,15 @@
 """Gopher repetition and quality rules (Rae et al. 2021, as FineWeb applies them).
 
-Character fractions are over ``len(text)``, as in datatrove. Two deliberate differences from
-datatrove: the top n-gram rule fires only for an n-gram that actually repeats (count >= 2; a short
-unique text is ``gopher_short_doc``, not a "repetition"), and line fractions of the quality rules
-count non-blank lines only.
+Measures follow datatrove's definitions (character fractions over ``len(text)``, n-grams over
+tokens with punctuation, word statistics over non-punctuation words). Deliberate differences: the
+top n-gram rule fires only for an n-gram that actually repeats (count >= 2; a short unique text is
+``gopher_short_doc``, not a "repetition"), stop words count in any case ("The" counts), and more
+bullet glyphs than "•" and "-" start a bullet line.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Any
 
@@ -18,6 +20,7 @@ from pipeline_lib.filters import Doc, QualityFilter, duplicates, over, under
 
 _BULLETS = ("•", "-", "*", "–", "—", "·", "●", "○", "■", "□", "▪", "◦", "‣", "➢", "►", "→")
 _ELLIPSES = ("...", "…")
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 # n-grams are identified by a 64-bit polynomial hash of their words' string hashes, computed for
@@ -130,7 +133,7 @@ class GopherRepetition(QualityFilter):
         signals["q_dup_para_char_frac"] = para_chars / n_chars
         signals["q_dup_line_frac"] = n_line / max(len(lines), 1)
         signals["q_dup_line_char_frac"] = line_chars / n_chars
-        top, dup = repetition_profile(doc.words, [n for n, _ in self.top], [n for n, _ in self.dup])
+        top, dup = repetition_profile(doc.tokens, [n for n, _ in self.top], [n for n, _ in self.dup])
         for n, _ in self.top:
             signals[f"q_top_{n}gram_frac"] = top[n] / n_chars
         for n, _ in self.dup:
@@ -158,25 +161,30 @@ class GopherQuality(QualityFilter):
 
     def __init__(self, params: Any):
         super().__init__(params)
-        # Lowercase, Capitalised and UPPER forms, so counting is one C-level set lookup per word.
+        # Lowercase, Capitalised and UPPER forms, so finding them is one C-level set intersection.
         stop = {w.lower() for w in params.stop_words}
         self.stop_words = frozenset(stop | {w.capitalize() for w in stop} | {w.upper() for w in stop})
 
     def apply(self, doc: Doc, signals: dict[str, Any], counters: Counter) -> str | None:
         p, text, words = self.params, doc.text, doc.words
         n_words = len(words)
-        per_word = max(n_words, 1)
-        lines = [line for line in doc.lines if line.strip()]
+        # As in datatrove: word counts and lengths over non-punctuation words; ratios "per word"
+        # over all tokens, punctuation included; line fractions over all lines, blank ones included.
+        per_token = max(doc.n_tokens, 1)
+        lines = doc.lines
         n_lines = max(len(lines), 1)
         signals["q_word_count"] = n_words
-        signals["q_mean_word_len"] = sum(map(len, words)) / per_word
-        signals["q_hash_word_ratio"] = text.count("#") / per_word
-        signals["q_ellipsis_word_ratio"] = (text.count("...") + text.count("…")) / per_word
+        signals["q_mean_word_len"] = sum(map(len, words)) / max(n_words, 1)
+        signals["q_hash_word_ratio"] = text.count("#") / per_token
+        signals["q_ellipsis_word_ratio"] = (text.count("...") + text.count("…")) / per_token
         signals["q_bullet_lines_frac"] = sum(1 for line in lines if line.lstrip().startswith(_BULLETS)) / n_lines
         signals["q_ellipsis_lines_frac"] = sum(1 for line in lines if line.rstrip().endswith(_ELLIPSES)) / n_lines
-        # \w words lacking any letter are digit/underscore runs; isdigit covers them all but "_".
-        signals["q_alpha_words_frac"] = (n_words - sum(map(str.isdigit, words))) / per_word
-        signals["q_stop_words"] = sum(map(self.stop_words.__contains__, words))
+        # Only words starting with a digit or "_" can lack a letter; check just those.
+        no_letter = sum(1 for w in words if (w[0].isdigit() or w[0] == "_") and not _LETTER.search(w))
+        signals["q_alpha_words_frac"] = (n_words - no_letter) / per_token
+        # Distinct stop words, any case (datatrove: distinct, exact case).
+        found = self.stop_words.intersection(words)
+        signals["q_stop_words"] = len({w.lower() for w in found})
 
         if under(n_words, p.min_words):
             return "gopher_short_doc"

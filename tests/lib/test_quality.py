@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline_lib.config import ConfigError, parse_config
-from pipeline_lib.filters import WORD_RE
+from pipeline_lib.filters import Doc
 from pipeline_lib.filters.gopher import dup_ngram_chars, repetition_profile, top_ngram_chars
 from pipeline_lib.quality import QualityStage
 from pipeline_lib.schema import REJECT_REASON
@@ -70,7 +70,7 @@ def test_registered_stage_class():
 
 
 def test_word_count_bounds():
-    assert len(WORD_RE.findall(prose(50))) == 50
+    assert len(Doc(prose(50)).words) == 50
     assert verdicts([prose(49), prose(50)], [{"name": GQ}]) == ["gopher_short_doc", None]
     assert verdicts([prose(101), prose(100)], [{"name": GQ, "max_words": 100}]) == ["gopher_long_doc", None]
 
@@ -85,11 +85,14 @@ def test_mean_word_length_bounds():
 
 
 def test_hash_and_ellipsis_ratios():
+    # Ratios are per token, punctuation included (as datatrove): 60 words + 6 full stops = 66.
     base = prose(60)
-    assert verdicts([base + " #" * 7, base + " #" * 6], [{"name": GQ}]) == ["gopher_hash_ratio", None]
-    six = "..." * 3 + " …" * 3 + " " + base  # mid-line, so the ellipsis-lines rule stays quiet
-    assert signal(six, [{"name": GQ}], "q_ellipsis_word_ratio") == pytest.approx(0.1)
-    assert verdicts(["… " + six, six], [{"name": GQ}]) == ["gopher_ellipsis_ratio", None]
+    assert Doc(base).n_tokens == 66
+    assert signal(base + " #" * 8, [{"name": GQ}], "q_hash_word_ratio") == pytest.approx(8 / 74)
+    assert verdicts([base + " #" * 8, base + " #" * 7], [{"name": GQ}]) == ["gopher_hash_ratio", None]  # 0.108, 0.096
+    eight = "... " * 4 + "… " * 4 + base  # mid-text, so the ellipsis-lines rule stays quiet
+    assert signal(eight, [{"name": GQ}], "q_ellipsis_word_ratio") == pytest.approx(8 / 74)
+    assert verdicts([eight, eight[4:]], [{"name": GQ}]) == ["gopher_ellipsis_ratio", None]
 
 
 def test_bullet_and_ellipsis_line_fractions():
@@ -105,12 +108,13 @@ def test_bullet_and_ellipsis_line_fractions():
 
 def test_alpha_words_and_stop_words():
     words = prose(80)
-    numbers = words + " " + " ".join(str(i) for i in range(21))  # 21 of 101 words have no letter
-    assert signal(numbers, [{"name": GQ}], "q_alpha_words_frac") == pytest.approx(80 / 101)
+    numbers = words + " " + " ".join(str(i) for i in range(21))  # 80 words, 8 full stops, 21 numbers
+    assert signal(numbers, [{"name": GQ}], "q_alpha_words_frac") == pytest.approx(80 / 109)
     assert verdicts([numbers, words + " 1 2 3"], [{"name": GQ}]) == ["gopher_alpha_words", None]
     no_stop = " ".join(VOCAB[:60])
     one_stop = "The " + no_stop  # capitalised stop words count too
     assert signal(one_stop, [{"name": GQ}], "q_stop_words") == 1
+    assert signal(one_stop + " the THE", [{"name": GQ}], "q_stop_words") == 1  # distinct words count
     assert verdicts([one_stop, one_stop + " and"], [{"name": GQ}]) == ["gopher_stop_words", None]
 
 
@@ -231,6 +235,26 @@ def test_c4_sentence_count_threshold():
     assert verdicts(["a b\nc d"], [{"name": "c4", "min_sentences": None}]) == ["c4_empty_after_cleanup"]
 
 
+def test_token_count_after_cleanup_matches_a_fresh_tokenisation():
+    # C4 hands FineWeb the cleaned text's token count without re-tokenising: it must be exact.
+    body = sentences(6)
+    text = "\n".join(["Menu ,", body[0] + " [3]", "x [edit] y z.", "Use of cookies is fine here.", *body[1:]])
+    result = run([text], [{"name": "c4"}, {"name": FW}])
+    cleaned = result.kept.column("text")[0].as_py()
+    fresh = Doc(cleaned)
+    assert result.kept.column("q_newline_word_ratio")[0].as_py() == pytest.approx(cleaned.count("\n") / fresh.n_tokens)
+    assert "[3]" not in cleaned and "\nx  y z.\n" in cleaned  # the marker goes, its spaces stay (as in C4)
+
+
+def test_tokens_imitate_spacy_english():
+    assert Doc("It’s $1,000.50 at 10:30 in the U.S., e.g. cu.ft... see www.x.org/a!").tokens == [
+        "It", "’s", "$", "1,000.50", "at", "10:30", "in", "the", "U.S.", ",", "e.g.", "cu.ft", "...", "see",
+        "www.x.org/a!", ]
+    doc = Doc("Well-known (A. Smith) said: yes.")
+    assert doc.tokens == ["Well", "-", "known", "(", "A.", "Smith", ")", "said", ":", "yes", "."]
+    assert doc.words == ["Well", "known", "A.", "Smith", "said", "yes"]
+
+
 def test_rejected_rows_keep_their_input_text():
     text = "Short\n" + " ".join(sentences(2))
     result = run([text], [{"name": "c4"}])
@@ -273,8 +297,8 @@ def test_duplicate_line_char_ratio():
 
 
 def test_newline_word_ratio():
-    listy = "\n".join(f"Entry {i}." for i in range(40))  # 80 words, 39 newlines
-    assert signal(listy, [{"name": FW, "max_short_line_ratio": None}], "q_newline_word_ratio") == pytest.approx(39 / 80)
+    listy = "\n".join(f"Entry {i}." for i in range(40))  # 120 tokens (with the full stops), 39 newlines
+    assert signal(listy, [{"name": FW, "max_short_line_ratio": None}], "q_newline_word_ratio") == pytest.approx(39 / 120)
     assert verdicts([listy], [{"name": FW, "max_short_line_ratio": None}]) == ["fineweb_list_ratio"]
 
 
@@ -333,6 +357,12 @@ def test_real_article_texts_mostly_pass(shared_data):
     texts = [json.loads(p.read_text())["articleBody"] for p in paths]
     assert len(texts) > 50
     result = run(texts)
-    assert result.kept.num_rows >= 0.8 * len(texts)
+    # FineWeb's defaults drop about a quarter of these articles: a dozen are not English (langid's
+    # job upstream; here the stop-word and alpha rules catch them) and the alpha-word rule, which
+    # counts punctuation as words, also drops punctuation-heavy English news (datatrove: 71 of 91 kept).
+    assert result.kept.num_rows >= 0.7 * len(texts)
     reasons = result.rejected.column(REJECT_REASON).to_pylist()
-    assert all(reasons) and set(r.split("_")[0] for r in reasons) <= {"gopher", "c4", "fineweb"}
+    assert all(reasons) and {r.split("_")[0] for r in reasons} <= {"gopher", "c4", "fineweb"}
+    assert result.kept.column("q_line_punct_ratio").null_count == 0
+    relaxed = run(texts, [{"name": GR}, {"name": GQ, "min_alpha_words_frac": 0.7}, {"name": "c4"}, {"name": FW}])
+    assert relaxed.kept.num_rows >= 0.8 * len(texts)
