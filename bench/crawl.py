@@ -13,6 +13,8 @@
   times. Competitor: plain warcio iteration reading every record's payload. Ours: ``ingest_warc``
   (payload, charset decoding, headers JSON, Parquet shards + manifests). Reported: records/s and
   ours / plain (goal >= 0.8). Process CPU seconds, best of ``--repeats``.
+- traps: the test trap site crawled with the test settings: wall time, budget kept, peak traced
+  Python memory; against plain ``requests`` reading the 20 MB page and the gzip bomb.
 """
 
 from __future__ import annotations
@@ -117,6 +119,49 @@ def bench_crawl(hosts: int, pages: int, latency: float) -> dict:
     }
 
 
+def bench_traps() -> dict:
+    """The trap site under the test settings: time, budget and peak Python memory while crawling it.
+
+    Competitor: plain ``requests.get(url).content`` on the 20 MB page and the gzip bomb, which
+    inflates the whole body (the trickle page is left out: it would take 40 s).
+    """
+    import tracemalloc
+
+    import requests
+
+    from pipeline_lib import shards
+    from pipeline_lib.config import parse_config
+    from pipeline_lib.crawl import run_crawl
+    from tests.lib.crawl.trap_site import serve_traps
+
+    with serve_traps() as (site, _second):
+        cfg = parse_config({"crawl": {"seeds": [site.base + "/"], "max_pages": 30, "max_depth": 100,
+                                      "concurrency": 2, "connect_timeout": 1.0, "read_timeout": 1.0,
+                                      "total_timeout": 1.5, "max_body_bytes": 1_000_000, "max_retries": 1,
+                                      "max_retry_wait": 3.0, "pages_per_shard": 7,
+                                      "allow_private_hosts": ["127.0.0.1"]}})
+        out = tempfile.mkdtemp(prefix="bench-traps-")
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        summary = run_crawl(cfg, shards.filesystem(out), out)
+        wall = time.perf_counter() - t0
+        _, ours_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        shutil.rmtree(out, ignore_errors=True)
+        pages_requested = len({p for p in site.paths() if p != "/robots.txt"})
+        plain = {}
+        for path in ("/big", "/bomb"):
+            tracemalloc.start()
+            body = requests.get(site.base + path, timeout=30).content
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            plain[path] = {"bytes_kept": len(body), "peak_traced_mb": round(peak / 2**20, 1)}
+            del body
+    return {"max_pages": 30, "distinct_paths_requested": pages_requested, "wall_s": round(wall, 2),
+            "pages": summary["pages"], "rejected": summary["rejected"], "reasons": summary["reasons"],
+            "ours_peak_traced_mb": round(ours_peak / 2**20, 1), "plain_requests": plain}
+
+
 def bench_warc(copies: int, repeats: int) -> dict:
     from warcio.archiveiterator import ArchiveIterator
 
@@ -190,6 +235,7 @@ def main() -> None:
 
     logging.getLogger("warcio").setLevel(logging.ERROR)
     result = {"crawl": bench_crawl(args.hosts, args.pages, args.latency),
+              "traps": bench_traps(),
               "warc": bench_warc(args.warc_copies, args.repeats)}
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

@@ -175,12 +175,22 @@ class Crawler:
 
     def _work(self, url: str, depth: int) -> Outcome:
         now = datetime.now(timezone.utc)
-        problem = address_problem(url, self.fetcher.s.allow_private_hosts) or self.robots.problem(url)
-        delay = max(self.c.delay_seconds, min(self.robots.crawl_delay(url), self.c.max_crawl_delay))
-        if problem:
-            return Outcome(url, depth, FetchResult(url, url, reason=problem), now, 0.0, fetched=False)
-        result = self.fetcher.fetch(url, check=self._hop_check)
+        try:
+            problem = address_problem(url, self.fetcher.s.allow_private_hosts) or self.robots.problem(url)
+            delay = max(self.c.delay_seconds, min(self.robots.crawl_delay(url), self.c.max_crawl_delay))
+            if problem:
+                return Outcome(url, depth, FetchResult(url, url, reason=problem), now, 0.0, fetched=False)
+            result = self.fetcher.fetch(url, check=self._hop_check)
+        except Exception as e:  # a bug or an exotic failure is one rejected page, not a dead crawl
+            result = FetchResult(url, url, reason="fetch_error", detail=f"{type(e).__name__}: {e}"[:500])
+            delay = self.c.delay_seconds
         return Outcome(url, depth, result, now, delay, fetched=True)
+
+    def _links(self, outcome: Outcome) -> list[str]:
+        try:
+            return extract_links(outcome.result.html, outcome.result.final_url)
+        except Exception:  # an unparsable page still counts as fetched; it just leads nowhere
+            return []
 
     def run(self) -> dict[str, Any]:
         pool = ThreadPoolExecutor(self.c.concurrency, thread_name_prefix="crawl")
@@ -200,7 +210,8 @@ class Crawler:
                         break
                     time.sleep(min(wait_s, 1.0))
                     continue
-                wait_s = self.frontier.seconds_until_ready() if len(inflight) < self.c.concurrency else None
+                can_start_more = len(inflight) < self.c.concurrency and self.fetched < self.c.max_pages
+                wait_s = self.frontier.seconds_until_ready() if can_start_more else None
                 finished, _ = wait(list(inflight), timeout=wait_s, return_when=FIRST_COMPLETED)
                 for fut in finished:
                     host, url, depth = inflight.pop(fut)
@@ -210,7 +221,7 @@ class Crawler:
                         self.fetched -= 1  # the page budget counts requests, not refusals
                     self._record(outcome)
                     if outcome.result.ok and depth < self.c.max_depth:
-                        for link in extract_links(outcome.result.html, outcome.result.final_url):
+                        for link in self._links(outcome):
                             if self.scope.allows(link):
                                 self.frontier.add(link, depth + 1)
                     if len(self.kept) + len(self.rejected) >= self.c.pages_per_shard:

@@ -97,8 +97,11 @@ def test_socket_guard_refuses_private_peer_even_after_the_name_check():
     with serve_traps() as (site, _second):
         fetcher = Fetcher(FetchSettings(allow_private_hosts=()))
         result = fetcher._fetch_one(site.base + "/", site.base + "/", accept_any_type=False)
+        # https: the peer is checked right after TCP connect, before any TLS handshake or request.
+        tls_url = site.base.replace("http://", "https://") + "/"
+        tls_result = fetcher._fetch_one(tls_url, tls_url, accept_any_type=False)
         fetcher.close()
-        assert result.reason == "private_address"
+        assert result.reason == "private_address" and tls_result.reason == "private_address"
         assert site.paths() == []
 
 

@@ -139,8 +139,10 @@ class TrapHandler(BaseHTTPRequestHandler):
                 self.send_header("Content-Type", "text/html")
                 self.end_headers()
                 chunk = b"<p>" + b"a" * 65530 + b"</p>"
-                while s.big_bytes_sent < BIG_PAGE_BYTES:
+                sent = 0
+                while sent < BIG_PAGE_BYTES:
                     self.wfile.write(chunk)
+                    sent += len(chunk)
                     with s.lock:
                         s.big_bytes_sent += len(chunk)
                 return
