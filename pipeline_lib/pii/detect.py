@@ -13,6 +13,7 @@ whole text, which is what the recall of the fast path is checked against.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Iterable
@@ -23,6 +24,8 @@ from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
 
 from pipeline_lib.config import PiiConfig
 from pipeline_lib.pii.recognizers import PATTERN_ENTITIES, build_recognizers
+
+log = logging.getLogger(__name__)
 
 # A run of digits, allowing up to three separator characters between digits ("+1 (555) 123-4567").
 _DIGIT_RUN = re.compile(r"\d(?:[ \t().\-/]{0,3}\d)+")
@@ -119,6 +122,9 @@ class Detector:
             self._nlp_engine = BlankSpacyNlpEngine(cfg.nlp_model)
             self._nlp_engine.load()
             self._ner = SpacyRecognizer(supported_entities=self.ner_entities)
+        elif self.ner_entities:
+            log.warning("pii: %s need a spaCy NER model (pii.nlp_model); they will not be scrubbed",
+                        ", ".join(self.ner_entities))
         self._engine: AnalyzerEngine | None = None
         if not self.fast_path:
             self._engine = self._build_engine(cfg.nlp_model)

@@ -65,6 +65,14 @@ def keyword_distances(text: str, start: int, end: int, keywords: set[str]) -> di
     return found
 
 
+def _char_before(text: str, pos: int) -> str:
+    """The nearest non-blank character before ``pos`` (within a few), or ''."""
+    i = pos - 1
+    while i >= 0 and pos - i <= 3 and text[i] in " \t":
+        i -= 1
+    return text[i] if i >= 0 and pos - i <= 3 else ""
+
+
 def digits_of(value: str) -> str:
     return "".join(ch for ch in value if ch.isdigit())
 
@@ -104,13 +112,15 @@ class OfflineEmailRecognizer(EmailRecognizer):
 
 
 PHONE_CONTEXT = ["phone", "telephone", "tel", "mobile", "cell", "cellphone", "call", "calling", "fax", "office",
-                 "desk", "contact", "dial", "hotline", "helpline", "whatsapp", "sms", "text", "number", "reach",
-                 "answering", "answer", "voicemail", "message", "ring"]
+                 "desk", "contact", "dial", "hotline", "helpline", "whatsapp", "sms", "number", "reach",
+                 "answering", "voicemail", "message"]
 # Numbers near these words are some other identifier, not a phone number.
 PHONE_NEGATIVE_CONTEXT = frozenset(["license", "licence", "passport", "ssn", "social", "iban", "isbn", "invoice",
                                     "order", "account", "routing", "card", "zip", "postal", "postcode", "serial"])
 _DOTTED_QUAD = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _DATE_LIKE = re.compile(r"(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{4})")
+_YEAR_RANGE = re.compile(r"(?:1[89]|20)\d\d ?[-/] ?(?:(?:1[89]|20)\d\d|\d\d)")
+_CURRENCY = frozenset("$€£¥₹₩")
 
 
 class PhoneFormatRecognizer(ContextMixin, PatternRecognizer):
@@ -133,7 +143,9 @@ class PhoneFormatRecognizer(ContextMixin, PatternRecognizer):
                          name="PhoneFormatRecognizer")
 
     def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
-        return self.adjust_for_context(text, super().analyze(text, entities, nlp_artifacts, regex_flags))
+        results = [r for r in super().analyze(text, entities, nlp_artifacts, regex_flags)
+                   if _char_before(text, r.start) not in _CURRENCY]  # "$ 1 250 000" is an amount
+        return self.adjust_for_context(text, results)
 
     def invalidate_result(self, pattern_text: str) -> bool:
         number = regex.split(r"(?:x|ext)", pattern_text, maxsplit=1)[0]
@@ -141,7 +153,7 @@ class PhoneFormatRecognizer(ContextMixin, PatternRecognizer):
         if not 7 <= len(digits) <= 15 or len(set(digits)) == 1:
             return True
         core = number.strip()
-        return bool(_DOTTED_QUAD.fullmatch(core) or _DATE_LIKE.fullmatch(core))
+        return bool(_DOTTED_QUAD.fullmatch(core) or _DATE_LIKE.fullmatch(core) or _YEAR_RANGE.fullmatch(core))
 
     def keeps_despite_negative_context(self, value: str) -> bool:
         return value.lstrip().startswith("+")
@@ -191,7 +203,7 @@ class WideCreditCardRecognizer(ContextMixin, CreditCardRecognizer):
     """
 
     PATTERNS = CreditCardRecognizer.PATTERNS + [
-        Pattern("card digits", r"\b[1-6]\d{11,18}\b", 0.3),
+        Pattern("card digits", r"\b[2-6]\d{11,18}\b", 0.3),
         Pattern("card groups of four", r"\b[2-6]\d{3}(?:[- ]\d{4}){2}[- ]\d{1,7}\b", 0.3),
     ]
 
@@ -199,7 +211,11 @@ class WideCreditCardRecognizer(ContextMixin, CreditCardRecognizer):
         super().__init__(patterns=self.PATTERNS, context=CARD_CONTEXT)
 
     def analyze(self, text, entities, nlp_artifacts=None, regex_flags=None):
-        return self.adjust_for_context(text, super().analyze(text, entities, nlp_artifacts, regex_flags))
+        # A long number straight after "/", "=" or ":" is an id in a URL or a key=value, not a card
+        # (tweet ids are 19 digits, and one in ten passes the Luhn check).
+        results = [r for r in super().analyze(text, entities, nlp_artifacts, regex_flags)
+                   if text[r.start - 1:r.start] not in ("/", "=", ":", "_")]
+        return self.adjust_for_context(text, results)
 
     def validate_result(self, pattern_text: str) -> bool | None:
         digits = digits_of(pattern_text)

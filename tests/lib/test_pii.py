@@ -164,3 +164,64 @@ def test_no_found_value_reaches_logs_counters_or_outputs(caplog):
     for value in SAMPLES.values():
         for blob in blobs:
             assert value not in blob and value.lower() not in blob.lower()
+
+
+def scrubbed(st: PiiStage, *texts: str) -> list[str]:
+    return st.process(docs(*texts)).kept.column("text").to_pylist()
+
+
+@pytest.mark.parametrize("written", [
+    "Phone: 467 3395", "Mobile: 0490 75 40 81", "Desk: +1-903-140-4508x769", "fax +46 (0)8 928 571 38",
+    "call me on (64) 3591-3246?", "office 01.84.17.61.18", "+447700 921 916", "Tel. 0961-7596216",
+    "Inquiry\n02-751-1500",
+])
+def test_phone_numbers_in_many_written_forms(default_stage, written):
+    out = scrubbed(default_stage, written)[0]
+    assert "<PHONE>" in out and sum(ch.isdigit() for ch in out) <= 1, out
+
+
+@pytest.mark.parametrize("text", [
+    "the number of students in 2019-2020 rose",  # a year range next to a context word
+    "Call now, only $ 1 250 000",  # an amount
+    "my driver's license number is 2270-66-1551",  # another identifier's context wins
+    "see https://twitter.com/x/status/1234567890123456789 for details",  # a tweet id, not a card
+    "The score was 12 - 10, then 3369 24 fans left.",
+])
+def test_number_like_text_that_is_not_pii_is_left_alone(default_stage, text):
+    assert scrubbed(default_stage, text) == [text]
+
+
+def test_credit_cards_beyond_presidios_pattern(default_stage):
+    nineteen, two_series, twelve = "4030874397740603788", "2297051310616322", "675984103431"
+    out = scrubbed(default_stage, f"My card {nineteen} expires", f"card # {two_series}",
+                   f"my credit card number is {twelve}?", f"reference {twelve} attached")
+    assert out[:3] == ["My card <CREDIT_CARD> expires", "card # <CREDIT_CARD>", "my credit card number is <CREDIT_CARD>?"]
+    assert out[3] == f"reference {twelve} attached"  # 12 digits count only next to a card word
+
+
+def test_lower_case_iban_and_ssn_with_context(default_stage):
+    out = scrubbed(default_stage, "my iban is gb42nawi04454264788619", "SSN: 853371694", "order 853371694")
+    assert out == ["my iban is <IBAN>", "SSN: <SSN>", "order 853371694"]
+
+
+def test_fast_path_matches_the_analyzer_engine_on_mixed_text():
+    pieces = [ALL_PII_TEXT, "Phone:\n358 0594\n", "nothing here 2019 and 42", "ip 10.0.0.1 and 93.184.216.34",
+              "Mobile: 723 813 266\nDesk: 5403926876", "mail: a.b-c@d-e.example.org, ", "1234 5678 90"]
+    texts = [" ".join(pieces[(i * 3 + j) % len(pieces)] for j in range(i % 4 + 1)) for i in range(20)]
+    fast = PiiScrubber(parse_config({}))
+    plain = PiiScrubber(parse_config({"pii": {"fast_path": False}}))
+    for text in texts:
+        assert fast.spans(text)[0] == plain.spans(text)[0]
+
+
+def test_named_ner_model_that_is_not_installed_fails_clearly_without_download(monkeypatch):
+    import spacy.cli
+
+    monkeypatch.setattr(spacy.cli, "download", lambda *a, **k: pytest.fail("tried to download a model"))
+    with pytest.raises(RuntimeError, match="not installed"):
+        PiiStage(parse_config({"pii": {"entities": ["PERSON", "EMAIL_ADDRESS"], "nlp_model": "xx_no_such_model"}}))
+
+
+def test_ner_entities_without_a_model_are_skipped_not_guessed():
+    st = stage(entities=["PERSON", "EMAIL_ADDRESS"])
+    assert scrubbed(st, "Bob Smith wrote from bob@corp.com") == ["Bob Smith wrote from <EMAIL>"]
