@@ -75,6 +75,8 @@ class SourceConfig(_Model):
     kind: Literal["crawl", "warc", "docs"] = Field("crawl", description="Where documents come from.")
     warc_paths: list[str] = Field(default_factory=list, description="WARC files or URLs (for kind warc).")
     docs_paths: list[str] = Field(default_factory=list, description="Cleaned-document files (for kind docs).")
+    text_column: str = Field("text", description="Column holding the document text (kind docs).")
+    url_column: str = Field("url", description="Column holding the document URL (kind docs).")
     records_per_shard: int = Field(1000, ge=1)
 
 
