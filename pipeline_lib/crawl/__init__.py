@@ -27,11 +27,11 @@ def ingest_warc(paths: list[str], fs, out_dir: str, records_per_shard: int = 100
 
 
 def ingest_docs(paths: list[str], fs, out_dir: str, text_column: str = "text", url_column: str = "url",
-                records_per_shard: int = 1000) -> dict:
+                records_per_shard: int = 1000, storage_options: dict | None = None) -> dict:
     """Cleaned-document files (.parquet, .jsonl, .jsonl.gz) -> document shards (source=docs)."""
     from pipeline_lib.crawl.docs import ingest_docs as _ingest
 
-    return _ingest(paths, fs, out_dir, text_column, url_column, records_per_shard)
+    return _ingest(paths, fs, out_dir, text_column, url_column, records_per_shard, storage_options)
 
 
 __all__ = ["run_crawl", "ingest_warc", "ingest_docs"]

@@ -220,6 +220,8 @@ class Crawler:
                     if not outcome.fetched:
                         self.fetched -= 1  # the page budget counts requests, not refusals
                     self._record(outcome)
+                    if outcome.result.ok:  # a later link to where a redirect landed is not fetched again
+                        self.frontier.visited.add(outcome.result.final_url)
                     if outcome.result.ok and depth < self.c.max_depth:
                         for link in self._links(outcome):
                             if self.scope.allows(link):
