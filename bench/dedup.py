@@ -8,7 +8,9 @@
 - speed: documents/s computing signatures of the same texts (normalisation + shingles + MinHash),
   the plain datasketch loop (one MinHash, ``update`` per shingle) against ours; single core,
   timed as process CPU seconds (best of --repeats) so other load on the machine does not count.
-  Also datasketch's own batched ``update_batch`` for reference. Signatures must be identical.
+  Also datasketch's own batched ``update_batch`` for reference. Ours twice: shingle_hash=sha1
+  (bit-identical to datasketch's default MinHash) and poly64 (our default: shingles hashed in
+  NumPy; identical to datasketch's MinHash(hashfunc=poly_hash32)).
 - scale: cluster N synthetic signatures (10% planted near-duplicates) with our NumPy
   band sort + union-find; seconds and peak traced memory per document above the signatures.
   For comparison, datasketch's in-memory MinHashLSH on a smaller sample (bytes per document).
@@ -45,15 +47,19 @@ from pipeline_lib.dedup.normalize import normalize_bytes, word_shingles  # noqa:
 from pipeline_lib.evaluate.dedup import pairwise_scores, predict_clusters, read_gold  # noqa: E402
 
 GOLD = ROOT.parent / "shared" / "data" / "dedup" / "near_dups.jsonl"
-FINEWEB = DedupConfig(ngram=5, num_perm=112, bands=14, rows=8, verify_threshold=0.0)
+# FineWeb's MinHash settings, hashed like datasketch's default MinHash (SHA-1 per shingle).
+FINEWEB = DedupConfig(ngram=5, num_perm=112, bands=14, rows=8, verify_threshold=0.0, shingle_hash="sha1")
 
 
 def quality(ids, texts, gold) -> dict:
     out = {}
-    for name, dcfg in (("fineweb_5gram_14x8", FINEWEB), ("ours_default", DedupConfig())):
+    configs = (("fineweb_5gram_14x8", FINEWEB), ("fineweb_5gram_14x8_poly64", FINEWEB.model_copy(update={"shingle_hash": "poly64"})),
+               ("ours_default", DedupConfig()), ("ours_default_sha1", DedupConfig(shingle_hash="sha1")))
+    for name, dcfg in configs:
         s = pairwise_scores(gold, predict_clusters(ids, texts, dcfg))
         out[name] = {k: round(s[k], 4) for k in ("precision", "recall", "f1")}
-        out[name]["config"] = {k: getattr(dcfg, k) for k in ("ngram", "num_perm", "bands", "rows", "verify_threshold")}
+        out[name]["config"] = {k: getattr(dcfg, k) for k in ("ngram", "num_perm", "bands", "rows", "verify_threshold",
+                                                             "shingle_hash")}
     out["f1_gain"] = round(out["ours_default"]["f1"] - out["fineweb_5gram_14x8"]["f1"], 4)
     return out
 
@@ -70,6 +76,8 @@ def _best_of(repeats: int, fn) -> tuple[float, object]:
 
 def speed(texts, dcfg: DedupConfig, repeats: int) -> dict:
     from datasketch import MinHash
+
+    from pipeline_lib.dedup.shingle_hash import poly_hash32
 
     def plain_loop():
         sigs = []
@@ -88,23 +96,35 @@ def speed(texts, dcfg: DedupConfig, repeats: int) -> dict:
             sigs.append(m.hashvalues)
         return np.stack(sigs)
 
-    def ours():
-        return compute_signatures([normalize_bytes(t) for t in texts], dcfg.ngram, dcfg.num_perm, dcfg.seed)[0]
+    def ours(shingle_hash: str):
+        normalized = [normalize_bytes(t) for t in texts]
+        return compute_signatures(normalized, dcfg.ngram, dcfg.num_perm, dcfg.seed, shingle_hash)[0]
 
-    ours()  # warm-up: loads datasketch's permutations once, as a long-running worker would
+    ours("sha1")  # warm-up: loads datasketch's permutations once, as a long-running worker would
     plain_s, plain_sig = _best_of(min(2, repeats), plain_loop)
     batch_s, batch_sig = _best_of(repeats, datasketch_batch)
-    ours_s, ours_sig = _best_of(repeats, ours)
+    sha1_s, sha1_sig = _best_of(repeats, lambda: ours("sha1"))
+    poly_s, poly_sig = _best_of(repeats, lambda: ours("poly64"))
+    # poly64 signatures are those of datasketch with hashfunc=poly_hash32: check a few documents.
+    poly_equal = True
+    for text, row in list(zip(texts, poly_sig))[:20]:
+        m = MinHash(num_perm=dcfg.num_perm, seed=dcfg.seed, hashfunc=poly_hash32)
+        m.update_batch(word_shingles(normalize_bytes(text), dcfg.ngram))
+        poly_equal &= bool(np.array_equal(m.hashvalues, row))
     n = len(texts)
     shingles = sum(len(word_shingles(normalize_bytes(t), dcfg.ngram)) for t in texts)
     return {"docs": n, "shingles": shingles, "num_perm": dcfg.num_perm, "ngram": dcfg.ngram,
             "datasketch_plain_loop_docs_per_s": round(n / plain_s, 1),
             "datasketch_update_batch_docs_per_s": round(n / batch_s, 1),
-            "ours_docs_per_s": round(n / ours_s, 1),
-            "speedup_vs_plain_loop": round(plain_s / ours_s, 2),
-            "speedup_vs_update_batch": round(batch_s / ours_s, 2),
-            "signatures_identical_to_datasketch": bool(np.array_equal(plain_sig, ours_sig)
-                                                       and np.array_equal(batch_sig, ours_sig))}
+            "ours_sha1_docs_per_s": round(n / sha1_s, 1),
+            "ours_poly64_docs_per_s": round(n / poly_s, 1),
+            "speedup_sha1_vs_plain_loop": round(plain_s / sha1_s, 2),
+            "speedup_poly64_vs_plain_loop": round(plain_s / poly_s, 2),
+            "speedup_poly64_vs_update_batch": round(batch_s / poly_s, 2),
+            "default_shingle_hash": DedupConfig().shingle_hash,
+            "sha1_signatures_identical_to_datasketch": bool(np.array_equal(plain_sig, sha1_sig)
+                                                            and np.array_equal(batch_sig, sha1_sig)),
+            "poly64_signatures_identical_to_datasketch_with_hashfunc": poly_equal}
 
 
 def synthetic_signatures(n: int, num_perm: int, dup_fraction: float, seed: int = 0):

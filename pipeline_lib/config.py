@@ -207,6 +207,9 @@ class DedupConfig(_Model):
     bands: int = Field(20, ge=1, description="LSH bands; a pair collides when all rows of one band agree.")
     rows: int = Field(5, ge=1, description="Rows per band; bands*rows <= num_perm.")
     seed: int = Field(1, description="MinHash seed (datasketch's).")
+    shingle_hash: Literal["sha1", "poly64"] = Field(
+        "poly64", description="sha1: datasketch's default hash, signatures bit-identical to datasketch; poly64: "
+                            "all shingles hashed in NumPy (~2x faster signatures), = MinHash(hashfunc=poly_hash32).")
     verify_threshold: float = Field(0.65, ge=0, le=1, description="Merge a band collision only if its estimated "
                                     "Jaccard (equal signature slots) reaches this; 0 = no verification.")
     neighbours: int = Field(4, ge=1, le=64, description="Candidate pairs per row within a band bucket (in key order).")

@@ -32,7 +32,7 @@ _SEP = "\x1f"  # between run key and id in Redis values
 def index_params_key(dcfg: DedupConfig) -> str:
     """Entries are only comparable under the same shingling and hashing: they live apart per key."""
     params = {"ngram": dcfg.ngram, "num_perm": dcfg.num_perm, "seed": dcfg.seed, "bands": dcfg.bands,
-              "rows": dcfg.rows, "normalization": NORMALIZATION_VERSION}
+              "rows": dcfg.rows, "shingle_hash": dcfg.shingle_hash, "normalization": NORMALIZATION_VERSION}
     return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -17,6 +17,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from pipeline_lib.dedup.shingle_hash import poly_shingle_hashes
+
 
 EMPTY_HASH = np.uint32(0xFFFFFFFF)  # the value of an untouched datasketch MinHash slot
 _CHUNK_ROWS = 1 << 12  # shingles per matrix: 4k x 128 perms x 4 B = 2 MiB, stays in cache
@@ -79,24 +81,39 @@ def signatures_from_hashes(hashes: np.ndarray, doc_of_row: np.ndarray, n_docs: i
     return sig
 
 
-def compute_signatures(normalized: Sequence[bytes], ngram: int, num_perm: int,
-                       seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(signatures n x num_perm uint32, shingle counts n int32) for normalised texts (UTF-8)."""
+def compute_signatures(normalized: Sequence[bytes], ngram: int, num_perm: int, seed: int,
+                       shingle_hash: str = "sha1") -> tuple[np.ndarray, np.ndarray]:
+    """(signatures n x num_perm uint32, shingle counts n int32) for normalised texts (UTF-8).
+
+    ``shingle_hash="sha1"`` gives datasketch's default signatures bit for bit; ``"poly64"``
+    those of ``MinHash(hashfunc=poly_hash32)``, hashing all shingles in NumPy (see shingle_hash).
+    """
+    if shingle_hash == "poly64":
+        hashes, counts = poly_shingle_hashes(normalized, ngram)
+    elif shingle_hash == "sha1":
+        hashes, counts = _sha1_shingle_hashes(normalized, ngram)
+    else:
+        raise ValueError(f"unknown shingle_hash {shingle_hash!r}; expected 'sha1' or 'poly64'")
+    doc_of_row = np.repeat(np.arange(len(normalized), dtype=np.int64), counts)
+    return signatures_from_hashes(hashes, doc_of_row, len(normalized), num_perm, seed), counts
+
+
+def _sha1_shingle_hashes(normalized: Sequence[bytes], ngram: int) -> tuple[np.ndarray, np.ndarray]:
     counts = np.zeros(len(normalized), dtype=np.int32)
     sha1 = hashlib.sha1
     digests = []
     for i, text in enumerate(normalized):
         words = text.split()
         count = len(words) - ngram + 1
-        if count > 1:  # the shingles of word_shingles, hashed as they are built
-            digests.append(b"".join([sha1(s).digest() for s in map(b" ".join, zip(*(words[j:j + count] for j in range(ngram))))]))
+        if count > 1:  # the shingles of normalize.word_shingles, hashed as they are built
+            shingles = map(b" ".join, zip(*(words[j:j + count] for j in range(ngram))))
+            digests.append(b"".join([sha1(s).digest() for s in shingles]))
             counts[i] = count
         elif words:
             digests.append(sha1(b" ".join(words)).digest())
             counts[i] = 1
-    hashes = np.frombuffer(b"".join(digests), dtype="<u4").reshape(-1, 5)[:, 0].copy()
-    doc_of_row = np.repeat(np.arange(len(normalized), dtype=np.int64), counts)
-    return signatures_from_hashes(hashes, doc_of_row, len(normalized), num_perm, seed), counts
+    # A SHA-1 digest is 20 bytes = five little-endian uint32 words; sha1_hash32 is the first.
+    return np.frombuffer(b"".join(digests), dtype="<u4").reshape(-1, 5)[:, 0].copy(), counts
 
 
 def estimated_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:

@@ -58,7 +58,7 @@ def signature_table(table: pa.Table, dcfg: DedupConfig) -> pa.Table:
         "exact_hash": pa.array(np.array([exact_hash(t) for t in normalized], dtype=np.uint64), pa.uint64()),
     }
     if dcfg.near:
-        sig, counts = compute_signatures(normalized, dcfg.ngram, dcfg.num_perm, dcfg.seed)
+        sig, counts = compute_signatures(normalized, dcfg.ngram, dcfg.num_perm, dcfg.seed, dcfg.shingle_hash)
         columns["n_shingles"] = pa.array(counts, pa.int32())
         columns["signature"] = pa.FixedSizeListArray.from_arrays(pa.array(sig.reshape(-1), pa.uint32()), dcfg.num_perm)
     return pa.table(columns)
@@ -94,38 +94,47 @@ def cluster_table(sigs: pa.Table, dcfg: DedupConfig) -> np.ndarray:
     return cluster(sig, exact, has_shingles, params, rank=rank)
 
 
-def cluster_labels(ids: np.ndarray, roots: np.ndarray) -> np.ndarray:
-    """A cluster id for every row that does not depend on the keep rule: its smallest member id."""
-    rank = np.empty(len(ids), dtype=np.int64)
-    by_id = np.argsort(ids, kind="stable")
-    rank[by_id] = np.arange(len(ids))
-    smallest = np.full(len(ids), len(ids), dtype=np.int64)
+def cluster_label_rows(ids: pa.Array | pa.ChunkedArray, roots: np.ndarray) -> np.ndarray:
+    """Per row, the row holding its cluster's smallest id: a cluster label that does not depend on
+    the keep rule. Ids stay in Arrow; only int64 arrays are built per document."""
+    by_id = pc.sort_indices(ids).to_numpy()
+    rank = np.empty(len(by_id), dtype=np.int64)
+    rank[by_id] = np.arange(len(by_id))
+    smallest = np.full(len(by_id), len(by_id), dtype=np.int64)
     np.minimum.at(smallest, roots, rank)
-    return ids[by_id[smallest[roots]]]
+    return by_id[smallest[roots]]
 
 
 def drop_rows(sigs: pa.Table, roots: np.ndarray, external: ExternalMatches | None = None) -> tuple[np.ndarray, pa.Table]:
     """(mask of dropped rows, their drop table) from each row's root (its kept row).
 
-    ``external`` (index scope) names, per row, a document kept by an earlier run that this row's
+    ``external`` (index scope) names, per root, a document kept by an earlier run that the
     cluster matched; such clusters are dropped whole, their kept id being the earlier one.
     """
-    n = len(roots)
-    ids = np.asarray(sigs.column("id").to_pylist(), dtype=object)
+    ids = sigs.column("id").combine_chunks()
     exact = sigs.column("exact_hash").to_numpy()
-    kept_ids, kept_exact = ids[roots], exact[roots]
-    labels = cluster_labels(ids, roots)
-    dropped = roots != np.arange(n)
+    dropped = roots != np.arange(len(roots))
+    matched = None
     if external is not None:
-        matched = external.kept_id[roots] != None  # noqa: E711 (object array of str | None)
-        dropped |= matched
-        kept_ids = np.where(matched, external.kept_id[roots], kept_ids)
-        kept_exact = np.where(matched, external.kept_exact[roots], kept_exact)
-        labels = np.where(matched & (external.kept_id[roots].astype(str) < labels.astype(str)), kept_ids, labels)
-    reasons = np.where(exact == kept_exact, EXACT, NEAR)
-    table = pa.table({"id": pa.array(ids[dropped], pa.string()), REJECT_REASON: pa.array(reasons[dropped], pa.string()),
-                      "dup_cluster": pa.array(labels[dropped], pa.string()),
-                      "dup_kept_id": pa.array(kept_ids[dropped], pa.string())}, schema=DROP_SCHEMA)
+        matched = external.kept_id != None  # noqa: E711 (object array of str | None, per root)
+        dropped |= matched[roots]
+    rows = np.flatnonzero(dropped)
+    kept_rows = roots[rows]
+    kept_ids = ids.take(pa.array(kept_rows))
+    labels = ids.take(pa.array(cluster_label_rows(ids, roots)[rows]))
+    kept_exact = exact[kept_rows]
+    if matched is not None and matched[kept_rows].any():
+        # Only rows of clusters an earlier run already kept become Python strings here.
+        from_index = matched[kept_rows]
+        earlier = external.kept_id[kept_rows]
+        kept_list, label_list = kept_ids.to_pylist(), labels.to_pylist()
+        for i in np.flatnonzero(from_index):
+            kept_list[i] = earlier[i]
+            label_list[i] = min(label_list[i], earlier[i])
+        kept_ids, labels = pa.array(kept_list, pa.string()), pa.array(label_list, pa.string())
+        kept_exact = np.where(from_index, external.kept_exact[kept_rows], kept_exact)
+    reasons = pa.array(np.where(exact[rows] == kept_exact, EXACT, NEAR), pa.string())
+    table = pa.table([ids.take(pa.array(rows)), reasons, labels, kept_ids], schema=DROP_SCHEMA)
     return dropped, table
 
 

@@ -12,7 +12,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 
 from pipeline_lib.config import DedupConfig, PipelineConfig, load_config
@@ -36,11 +35,11 @@ def dedup_config(args: argparse.Namespace) -> DedupConfig:
 
 def predict_clusters(ids: list[str], texts: list[str], dcfg: DedupConfig) -> list[str]:
     """The cluster label (smallest member id) the pipeline gives each document."""
-    from pipeline_lib.dedup.steps import cluster_labels, cluster_table, signature_table
+    from pipeline_lib.dedup.steps import cluster_label_rows, cluster_table, signature_table
 
     table = pa.table({"id": pa.array(ids, pa.string()), "text": pa.array(texts, pa.string())})
     roots = cluster_table(signature_table(table, dcfg), dcfg)
-    return cluster_labels(np.asarray(ids, dtype=object), roots).tolist()
+    return [ids[row] for row in cluster_label_rows(table.column("id"), roots)]
 
 
 def pairwise_scores(gold: list, predicted: list) -> dict[str, float | int]:
