@@ -30,8 +30,9 @@ from pipeline_lib.stage import StageResult, input_entries, is_done, summary_from
 
 CLUSTERS_MANIFEST = "clusters"  # _clusters/clusters.manifest.json
 EXACT, NEAR = "exact_duplicate", "near_duplicate"
-DROP_SCHEMA = pa.schema([("id", pa.string()), (REJECT_REASON, pa.string()), ("dup_cluster", pa.string()),
-                         ("dup_kept_id", pa.string())])
+# "row" is the position in the input shard: ids need not be unique (one URL fetched twice).
+DROP_SCHEMA = pa.schema([("row", pa.int64()), ("id", pa.string()), (REJECT_REASON, pa.string()),
+                         ("dup_cluster", pa.string()), ("dup_kept_id", pa.string())])
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def drop_rows(sigs: pa.Table, roots: np.ndarray, external: ExternalMatches | Non
         kept_ids, labels = pa.array(kept_list, pa.string()), pa.array(label_list, pa.string())
         kept_exact = np.where(from_index, external.kept_exact[kept_rows], kept_exact)
     reasons = pa.array(np.where(exact[rows] == kept_exact, EXACT, NEAR), pa.string())
-    table = pa.table([ids.take(pa.array(rows)), reasons, labels, kept_ids], schema=DROP_SCHEMA)
+    table = pa.table([pa.array(rows, pa.int64()), ids.take(pa.array(rows)), reasons, labels, kept_ids], schema=DROP_SCHEMA)
     return dropped, table
 
 
@@ -163,6 +164,9 @@ def run_clustering(cfg: PipelineConfig, fs, sig_dir: str, clusters_dir: str) -> 
     t0 = time.perf_counter()
     parts = [shards.read_verified(fs, sig_dir, n) for n in names]
     shard_of_row = np.repeat(np.arange(len(names)), [p.num_rows for p in parts])
+    row_in_shard = np.concatenate([np.arange(p.num_rows) for p in parts]) if parts else np.empty(0, np.int64)
+    # The input shard each signature shard was computed from: the filter refuses any other.
+    sources = {n: shards.load_manifest(fs, sig_dir, n)["inputs"][0]["sha256"] for n in names}
     sigs = pa.concat_tables(parts) if parts else signature_table(pa.table({"id": pa.array([], pa.string())}), dcfg)
     roots = cluster_table(sigs, dcfg)
     counters: dict[str, int] = {}
@@ -173,6 +177,7 @@ def run_clustering(cfg: PipelineConfig, fs, sig_dir: str, clusters_dir: str) -> 
         dropped, drops = drop_rows(sigs, roots, external)
     else:
         dropped, drops = drop_rows(sigs, roots)
+    drops = drops.set_column(0, "row", pa.array(row_in_shard[drops.column("row").to_numpy()], pa.int64()))
     files = {}
     for i, name in enumerate(names):
         mine = drops.filter(pa.array(shard_of_row[dropped] == i))
@@ -183,7 +188,7 @@ def run_clustering(cfg: PipelineConfig, fs, sig_dir: str, clusters_dir: str) -> 
                 **{f"rejected.{r['values']}": r["counts"] for r in reasons}, **counters}
     manifest = shards.build_manifest(stage="dedup_clusters", name=CLUSTERS_MANIFEST, files=files, schema=DROP_SCHEMA,
                                      counters=counters, seconds=time.perf_counter() - t0, config_hash=config_hash,
-                                     inputs=inputs)
+                                     inputs=inputs, extra={"sources": sources})
     shards.write_manifest(fs, clusters_dir, CLUSTERS_MANIFEST, manifest)
     return summary_from_manifest(manifest, skipped=False)
 
@@ -195,6 +200,9 @@ def run_filter_shard(cfg: PipelineConfig, fs, in_dir: str, clusters_dir: str, ou
                                 f"for shard {name}; run the clustering step first")
     inputs = input_entries(fs, in_dir, name) + [
         {"stage": "dedup_clusters", "shard": name, "sha256": clusters["files"][name]["sha256"]}]
+    if clusters.get("sources", {}).get(name) != inputs[0]["sha256"]:
+        raise shards.ShardError(f"{shards.data_path(in_dir, name)} changed after its signatures were clustered; "
+                                "rerun the signature and clustering steps")
     config_hash = cfg.section_hash("dedup")
     done = is_done(fs, out_dir, name, config_hash, inputs)
     if done:
@@ -202,11 +210,15 @@ def run_filter_shard(cfg: PipelineConfig, fs, in_dir: str, clusters_dir: str, ou
     t0 = time.perf_counter()
     table = shards.read_verified(fs, in_dir, name)
     drops = shards.read_verified(fs, clusters_dir, CLUSTERS_MANIFEST, which=name)
-    # Row -> its drop entry (null when the row is kept); ``take`` turns a null index into null.
-    where = pc.index_in(table.column("id").cast(pa.string()), value_set=drops.column("id"))
+    rows = drops.column("row").to_numpy()
+    if len(rows) and (rows.max() >= table.num_rows
+                      or not table.column("id").cast(pa.string()).take(pa.array(rows)).equals(drops.column("id"))):
+        raise shards.ShardError(f"{shards.data_path(clusters_dir, name)} does not describe {shards.data_path(in_dir, name)}")
 
     def per_row(column: str) -> list[str | None]:
-        return drops.column(column).take(where).to_pylist()
+        values = np.full(table.num_rows, None, dtype=object)
+        values[rows] = drops.column(column).to_numpy(zero_copy_only=False)
+        return values.tolist()
 
     result = StageResult.split(table, per_row(REJECT_REASON),
                                rejected_extra={"dup_cluster": per_row("dup_cluster"), "dup_kept_id": per_row("dup_kept_id")})

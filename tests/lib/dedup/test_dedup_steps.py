@@ -107,3 +107,42 @@ def test_filter_refuses_to_run_before_clustering(run):
     run_signatures_shard(cfg, fs, dirs["in"], dirs["sig"], "part-00000")
     with pytest.raises(shards.ShardError, match="clustering"):
         run_filter_shard(cfg, fs, dirs["in"], dirs["clusters"], dirs["out"], "part-00000")
+
+
+def test_repeated_ids_are_decided_per_row(tmp_path):
+    """The same id twice (one URL fetched twice): one row kept, the other dropped, none lost."""
+    fs = shards.filesystem(str(tmp_path))
+    dirs = {k: f"{tmp_path}/{k}" for k in ("in", "sig", "clusters", "out")}
+    text = article(5)
+    write_input(fs, dirs["in"], "part-00000", docs_table([("same", text, 2), ("other", article(6), 1), ("same", text, 1)]))
+    cfg = parse_config({})
+    run_signatures_shard(cfg, fs, dirs["in"], dirs["sig"], "part-00000")
+    run_clustering(cfg, fs, dirs["sig"], dirs["clusters"])
+    summary = run_filter_shard(cfg, fs, dirs["in"], dirs["clusters"], dirs["out"], "part-00000")
+    kept = shards.read_verified(fs, dirs["out"], "part-00000")
+    rejected = shards.read_verified(fs, dirs["out"], "part-00000", which="rejected")
+    assert summary["kept"] == 2 and summary["rejected"] == 1
+    assert sorted(kept.column("extra_col").to_pylist()) == [1, 2]  # the earlier "same" (row 2) survives
+    assert rejected.column("extra_col").to_pylist() == [0]
+
+
+def test_empty_run_and_empty_shards(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    dirs = {k: f"{tmp_path}/{k}" for k in ("in", "sig", "clusters", "out")}
+    cfg = parse_config({})
+    assert run_clustering(cfg, fs, dirs["sig"], dirs["clusters"])["rows_in"] == 0
+    write_input(fs, dirs["in"], "part-00000", docs_table([]))
+    run_signatures_shard(cfg, fs, dirs["in"], dirs["sig"], "part-00000")
+    assert run_clustering(cfg, fs, dirs["sig"], dirs["clusters"])["rows_in"] == 0
+    assert run_filter_shard(cfg, fs, dirs["in"], dirs["clusters"], dirs["out"], "part-00000")["kept"] == 0
+
+
+def test_filter_refuses_an_input_changed_after_clustering(run):
+    fs, dirs = run
+    cfg = parse_config({})
+    run_all(cfg, fs, dirs)
+    write_input(fs, dirs["in"], "part-00001", docs_table([("new", article(99), 1)]))
+    with pytest.raises(shards.ShardError, match="changed after"):
+        run_filter_shard(cfg, fs, dirs["in"], dirs["clusters"], dirs["out"], "part-00001")
+    sig, clu, out = run_all(cfg, fs, dirs)  # the flow order redoes what the change invalidated
+    assert not clu["skipped"] and sig[1]["skipped"] is False and out[1]["rows_in"] == 1
