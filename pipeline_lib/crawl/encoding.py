@@ -51,9 +51,12 @@ def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]
     for bom, name in _BOMS:
         if body.startswith(bom):
             return body[len(bom):].decode(name, errors="replace"), name
-    declared = [codec_for(charset_from_content_type(content_type)), codec_for(charset_from_meta(body[:4096]))]
-    for name in declared:
+    declared: list[str] = []
+    # Lazily: the <meta> scan only runs when the header names no charset or a wrong one.
+    for source in (lambda: charset_from_content_type(content_type), lambda: charset_from_meta(body[:4096])):
+        name = codec_for(source())
         if name and not name.startswith("utf-16"):
+            declared.append(name)
             try:
                 return body.decode(name), name
             except UnicodeDecodeError:
@@ -68,7 +71,7 @@ def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]
             return body.decode(guess), guess
         except UnicodeDecodeError:
             pass
-    fallback = next((n for n in declared if n and not n.startswith("utf-16")), None) or guess or "cp1252"
+    fallback = (declared[0] if declared else None) or guess or "cp1252"
     return body.decode(fallback, errors="replace"), fallback
 
 
