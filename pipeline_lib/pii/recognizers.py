@@ -134,8 +134,8 @@ class PhoneFormatRecognizer(ContextMixin, PatternRecognizer):
     _CORE = r"(?:\(0\)[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?(?:\d{1,5}(?:[ ./-]\d{2,8}){1,5}|\d{7,13})"
     _EXT = r"(?:[ ]?(?:x|ext\.?[ ]?)\d{1,5})?"
     PATTERNS = [
-        Pattern("phone international", r"(?<![\w+])\+\d{1,3}[ .-]?" + _CORE + _EXT + r"(?![\w])", 0.5),
-        Pattern("phone national", r"(?<![\w+.-])" + _CORE + _EXT + r"(?![\w]|[.-]\d)", 0.2),
+        Pattern("phone international", r"(?<![\w+])\+\d{1,3}[ .-]?" + _CORE + _EXT + r"(?![\w]|:\d)", 0.5),
+        Pattern("phone national", r"(?<![\w+.-])" + _CORE + _EXT + r"(?![\w]|[.:-]\d)", 0.2),
     ]
 
     def __init__(self):
@@ -153,7 +153,7 @@ class PhoneFormatRecognizer(ContextMixin, PatternRecognizer):
         if not 7 <= len(digits) <= 15 or len(set(digits)) == 1:
             return True
         core = number.strip()
-        return bool(_DOTTED_QUAD.fullmatch(core) or _DATE_LIKE.fullmatch(core) or _YEAR_RANGE.fullmatch(core))
+        return bool(_DOTTED_QUAD.fullmatch(core) or _DATE_LIKE.match(core) or _YEAR_RANGE.fullmatch(core))
 
     def keeps_despite_negative_context(self, value: str) -> bool:
         return value.lstrip().startswith("+")
@@ -180,7 +180,9 @@ class PhoneNumberRecognizer(PhoneRecognizer):
             if cand.score >= self.DECIDED:
                 results.append(cand)
                 continue
-            lo, hi = max(0, cand.start - 3), min(len(text), cand.end + 8)
+            # Just the candidate (its extension, if any, is already in it): more text lets
+            # phonenumbers glue a neighbouring number on ("021-56692669  021-36...").
+            lo, hi = max(0, cand.start - 3), min(len(text), cand.end + 1)
             verified = [r for r in super().analyze(text[lo:hi], entities, None)
                         if len(digits_of(text[lo + r.start:lo + r.end])) >= 7]  # "3369 24": rarely a phone
             for r in verified:

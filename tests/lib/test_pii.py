@@ -173,11 +173,11 @@ def scrubbed(st: PiiStage, *texts: str) -> list[str]:
 @pytest.mark.parametrize("written", [
     "Phone: 467 3395", "Mobile: 0490 75 40 81", "Desk: +1-903-140-4508x769", "fax +46 (0)8 928 571 38",
     "call me on (64) 3591-3246?", "office 01.84.17.61.18", "+447700 921 916", "Tel. 0961-7596216",
-    "Inquiry\n02-751-1500",
+    "Inquiry\n02-751-1500", "Tel: 021-56692669  021-36070335",
 ])
 def test_phone_numbers_in_many_written_forms(default_stage, written):
     out = scrubbed(default_stage, written)[0]
-    assert "<PHONE>" in out and sum(ch.isdigit() for ch in out) <= 1, out
+    assert "<PHONE>" in out and not any(ch.isdigit() for ch in out), out
 
 
 @pytest.mark.parametrize("text", [
@@ -186,6 +186,7 @@ def test_phone_numbers_in_many_written_forms(default_stage, written):
     "my driver's license number is 2270-66-1551",  # another identifier's context wins
     "see https://twitter.com/x/status/1234567890123456789 for details",  # a tweet id, not a card
     "The score was 12 - 10, then 3369 24 fans left.",
+    "Date: 1978-04-13 12:20:39\nName: T. Arata",  # a timestamp
 ])
 def test_number_like_text_that_is_not_pii_is_left_alone(default_stage, text):
     assert scrubbed(default_stage, text) == [text]
