@@ -59,23 +59,30 @@ def _tokenizer_from_manifest(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def load_token_stream(fs, token_dir: str) -> TokenStream:
-    """Read every complete shard of ``token_dir`` (checksums verified) into one stream."""
+def describe_shards(fs, token_dir: str) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
+    """Shard names, their checksums and the tokenizer they name, from the manifests alone (cheap:
+    enough to decide that a finished run needs no work)."""
     names = shards.list_shards(fs, token_dir)
     if not names:
         raise FileNotFoundError(f"{token_dir}: no token shards (part-*.manifest.json) to train on")
-    values: list[np.ndarray] = []
-    lengths: list[np.ndarray] = []
-    inputs = []
-    tokenizer = None
+    inputs, tokenizer = [], None
     for name in names:
         manifest = shards.load_manifest(fs, token_dir, name)
+        inputs.append({"shard": name, "sha256": manifest["files"]["kept"]["sha256"]})
+        tokenizer = tokenizer or _tokenizer_from_manifest(manifest)
+    return names, inputs, tokenizer
+
+
+def load_token_stream(fs, token_dir: str) -> TokenStream:
+    """Read every complete shard of ``token_dir`` (checksums verified) into one stream."""
+    names, inputs, tokenizer = describe_shards(fs, token_dir)
+    values: list[np.ndarray] = []
+    lengths: list[np.ndarray] = []
+    for name in names:
         table = shards.read_verified(fs, token_dir, name, columns=["tokens"])
         v, n = _flat_values(table.column("tokens"))
         values += v
         lengths += n
-        inputs.append({"shard": name, "sha256": manifest["files"]["kept"]["sha256"]})
-        tokenizer = tokenizer or _tokenizer_from_manifest(manifest)
     stream = np.concatenate(values) if values else np.zeros(0, np.uint32)
     if stream.dtype.kind not in "iu":
         raise ValueError(f"{token_dir}: token column holds {stream.dtype}, not integers")

@@ -206,13 +206,12 @@ def train(cfg: PipelineConfig, fs, token_dir: str, out_dir: str,
     """Train (or resume, or skip) the model on the token shards of ``token_dir``; see the module doc."""
     tc = cfg.train
     started = time.perf_counter()
-    stream = token_data.load_token_stream(fs, token_dir)
+    _, inputs, tokenizer_info = token_data.describe_shards(fs, token_dir)
     run_dir = token_dir.rstrip("/").rsplit("/", 1)[0]
-    tokenizer_spec = resolve_tokenizer_spec(cfg, fs, stream.tokenizer, run_dir)
-    n_vocab = getattr(tokenizer_from_spec(tokenizer_spec), "n_vocab", 0)
-    vocab_size = max(int(n_vocab), int(stream.tokens.max()) + 1 if stream.tokens.size else 1)
+    tokenizer_spec = resolve_tokenizer_spec(cfg, fs, tokenizer_info, run_dir)
+    vocab_size = int(tokenizer_from_spec(tokenizer_spec).n_vocab)
     model_config = preset(tc.preset, vocab_size, tc.block_size, tc.dropout)
-    fp = fingerprint(tc, model_config.to_dict(), stream.inputs, tokenizer_spec)
+    fp = fingerprint(tc, model_config.to_dict(), inputs, tokenizer_spec)
     ckpt_path = shards.join(out_dir, CKPT_FILE)
     done_path = shards.join(out_dir, DONE_FILE)
 
@@ -220,6 +219,12 @@ def train(cfg: PipelineConfig, fs, token_dir: str, out_dir: str,
     if done and done.get("fingerprint") == fp and shards.exists(fs, ckpt_path):
         return {**done["result"], "skipped": True}
 
+    stream = token_data.load_token_stream(fs, token_dir)
+    if stream.inputs != inputs:
+        raise shards.ShardError(f"{token_dir}: shards changed while training started; rerun")
+    if stream.tokens.size and int(stream.tokens.max()) >= vocab_size:
+        raise ValueError(f"{token_dir}: token id {int(stream.tokens.max())} is outside the tokenizer's "
+                         f"vocabulary of {vocab_size}; the shards were made with another tokenizer")
     ddp = _Distributed(tc.device)
     try:
         return _train_loop(cfg, fs, out_dir, progress, ddp, stream, tokenizer_spec, model_config, fp, started)
@@ -263,6 +268,7 @@ def _train_loop(cfg, fs, out_dir, progress, ddp: _Distributed, stream, tokenizer
     raw_model = model
     if tc.compile:
         model = torch.compile(model)
+    eval_model = model  # evaluation needs no gradient sync, so it bypasses the DDP wrapper
     if ddp.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -311,7 +317,7 @@ def _train_loop(cfg, fs, out_dir, progress, ddp: _Distributed, stream, tokenizer
         train_loss = ddp.mean(float(loss_sum) / tc.grad_accum_steps)  # float() waits for the GPU
         seconds = time.perf_counter() - step_started
         tokens_per_s = tokens_per_step / seconds
-        val_loss = _evaluate(model, val_batches, tc, device, ddp) if step % tc.eval_interval == 0 or step == tc.max_steps else None
+        val_loss = _evaluate(eval_model, val_batches, tc, device, ddp) if step % tc.eval_interval == 0 or step == tc.max_steps else None
         elapsed = elapsed_before + time.perf_counter() - loop_started
         row = {
             "step": step, "loss": train_loss, "val_loss": val_loss, "lr": lr, "tokens_per_s": tokens_per_s,

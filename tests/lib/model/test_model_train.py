@@ -151,3 +151,17 @@ def test_two_process_ddp_matches_one_process_with_the_global_batch(byte_run, tmp
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
         assert a["tokens_seen"] == b["tokens_seen"]
     assert '"world_size": 2' in proc.stdout
+
+
+def test_token_ids_outside_the_recorded_vocabulary_are_refused(tmp_path, make_config, shard_writer):
+    shard_writer(str(tmp_path / "run" / "07_tokens"), [list(range(250, 300)) * 3], {"kind": "bytes"})
+    with pytest.raises(ValueError, match="outside the tokenizer's vocabulary of 257"):
+        _run(make_config(), tmp_path / "run")
+
+
+def test_bf16_autocast_path_trains(byte_run, make_config):
+    # The CUDA default; on CPU it is opt-in, and exercises the same autocast code.
+    result = _run(make_config(max_steps=4, dtype="bfloat16", eval_interval=2), byte_run)
+    rows = _metrics(byte_run)
+    assert result["steps"] == 4 and all(math.isfinite(r["loss"]) for r in rows)
+    assert rows[-1]["val_loss"] is not None and math.isfinite(rows[-1]["val_loss"])
