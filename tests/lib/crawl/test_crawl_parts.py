@@ -152,3 +152,17 @@ def test_robots_crawl_delay_is_honoured(tmp_path):
     assert summary["pages"] == 3 and len(times) == 3
     # The server's own clock: Crawl-delay: 1 spaced the page requests at least a second apart.
     assert all(b - a >= 0.95 for a, b in zip(times, times[1:]))
+
+
+def test_politeness_delay_per_host_with_two_hosts(tmp_path):
+    with serve_traps() as (site_a, _), serve_traps() as (site_b, _):
+        cfg = parse_config({"crawl": {
+            "seeds": [site_a.base + "/calendar/2024/1", site_b.base + "/calendar/2030/1"], "max_pages": 8,
+            "max_depth": 100, "delay_seconds": 0.3, "concurrency": 2, "allow_private_hosts": ["127.0.0.1"]}})
+        out = str(tmp_path / "two-hosts")
+        summary = run_crawl(cfg, shards.filesystem(out), out)
+        logs = [[e["t"] for e in site.log if e["path"].startswith("/calendar/")] for site in (site_a, site_b)]
+    assert summary["pages"] == 8
+    assert [len(times) for times in logs] == [4, 4]  # round-robin: the budget is shared fairly
+    for times in logs:  # the server's own clock: never two requests to one host closer than the delay
+        assert all(b - a >= 0.29 for a, b in zip(times, times[1:]))

@@ -160,3 +160,14 @@ def test_lenient_dates():
     assert parse_warc_date("2020-08-08T17:27:41Z").hour == 17
     assert parse_warc_date("2008-10-294T05:21:46-0700").day == 29
     assert parse_warc_date("not a date") is None
+
+
+def test_lz4_warc_reads_like_gzip_or_is_a_counted_reason(warc_dir, tmp_path):
+    summary, kept, rejected = _ingest_one(str(warc_dir / "resiliparse" / "warcfile.warc.lz4"), tmp_path)
+    try:
+        import lz4.frame  # noqa: F401  (optional dependency)
+    except ImportError:
+        assert [r["reject_reason"] for r in rejected] == ["warc_unsupported_compression"]
+        return
+    _, gz, _ = _ingest_one(str(warc_dir / "resiliparse" / "warcfile.warc.gz"), tmp_path)
+    assert [(r["id"], r["html"]) for r in kept] == [(r["id"], r["html"]) for r in gz] and len(kept) == 16
