@@ -107,6 +107,8 @@ class Crawler:
         """Restore the frontier from the newest complete shard; returns done.json if finished."""
         done_path = self._state_path(DONE_FILE)
         done = json.loads(shards.read_bytes(self.fs, done_path)) if shards.exists(self.fs, done_path) else None
+        if done is None:
+            shards.remove_temp_files(self.fs, self.out_dir)  # leftovers of a write that was killed
         names = [n for n in shards.list_shards(self.fs, self.out_dir)]
         if not names:
             for seed in self.seeds:
@@ -129,6 +131,14 @@ class Crawler:
                  "frontier": self.frontier.to_state(inflight)}
         shards.write_bytes_atomic(self.fs, self._state_path(name + ".json"), json.dumps(state).encode())
 
+    def _drop_old_states(self, keep: str) -> None:
+        """Only the newest shard's state is needed; older ones (a kill may leave two) go."""
+        state_dir = self.fs._strip_protocol(shards.join(self.out_dir, STATE_DIR))
+        for path in self.fs.ls(state_dir, detail=False):
+            leaf = path.rsplit("/", 1)[-1]
+            if leaf.startswith("part-") and leaf.endswith(".json") and leaf != keep:
+                self.fs.rm(path)
+
     # ---- shards ----------------------------------------------------------------------------
     def flush(self, inflight: list[tuple[str, int]]) -> None:
         if not self.kept and not self.rejected:
@@ -142,10 +152,7 @@ class Crawler:
         write_result(self.fs, self.out_dir, name, STAGE, kept.num_rows + rejected.num_rows, result,
                      self.config_hash, [], time.perf_counter() - self.buffer_started,
                      extra={"source": "crawl", "crawl_state": shards.join(STATE_DIR, name + ".json")})
-        if self.next_shard > 0:
-            previous = self._state_path(shards.shard_name(self.next_shard - 1) + ".json")
-            if shards.exists(self.fs, previous):
-                self.fs.rm(self.fs._strip_protocol(previous))
+        self._drop_old_states(keep=name + ".json")
         self.shards_written.append(name)
         self.pages_written += kept.num_rows
         self.rejected_written += rejected.num_rows

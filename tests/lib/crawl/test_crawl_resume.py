@@ -65,6 +65,7 @@ def test_killed_crawl_resumes_then_skips(tmp_path):
         assert max(Counter(paths).values()) == 1  # nothing written before the kill was fetched again
         assert site.paths().count("/robots.txt") == 2  # one per process lifetime, the cache is in memory
 
+        assert sorted(os.listdir(os.path.join(out_dir, "_crawl_state"))) == ["done.json", "part-00003.json"]
         stamps = _file_stamps(out_dir)
         before = len(site.log)
         again = run_crawl(cfg, fs, out_dir)
