@@ -30,7 +30,7 @@ from pipeline_lib.config import CrawlConfig, PipelineConfig
 from pipeline_lib.crawl.fetcher import FetchResult, Fetcher, FetchSettings, address_problem
 from pipeline_lib.crawl.frontier import Frontier
 from pipeline_lib.crawl.robots import RobotsCache
-from pipeline_lib.crawl.urls import Scope, host_key, normalize_url
+from pipeline_lib.crawl.urls import Scope, normalize_url
 from pipeline_lib.schema import PAGE_REJECT_SCHEMA, PAGE_SCHEMA, doc_id
 from pipeline_lib.stage import StageResult, write_result
 
