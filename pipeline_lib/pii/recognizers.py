@@ -74,7 +74,7 @@ def _char_before(text: str, pos: int) -> str:
 
 
 def digits_of(value: str) -> str:
-    return "".join(ch for ch in value if ch.isdigit())
+    return "".join(ch for ch in value if ch.isdecimal())  # isdecimal: what int() accepts
 
 
 class ContextMixin:

@@ -8,6 +8,8 @@ import socket
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
 
 from pipeline_lib.config import ConfigError, parse_config
 from pipeline_lib.pii import PiiScrubber, PiiStage
@@ -40,6 +42,11 @@ def docs(*texts) -> pa.Table:
 @pytest.fixture(scope="module")
 def default_stage() -> PiiStage:
     return PiiStage(parse_config({}))
+
+
+@pytest.fixture(scope="module")
+def fast_scrubbers() -> tuple[PiiScrubber, PiiScrubber]:
+    return PiiScrubber(parse_config({})), PiiScrubber(parse_config({"pii": {"fast_path": False}}))
 
 
 @pytest.mark.parametrize("entity", sorted(SAMPLES))
@@ -226,3 +233,47 @@ def test_named_ner_model_that_is_not_installed_fails_clearly_without_download(mo
 def test_ner_entities_without_a_model_are_skipped_not_guessed():
     st = stage(entities=["PERSON", "EMAIL_ADDRESS"])
     assert scrubbed(st, "Bob Smith wrote from bob@corp.com") == ["Bob Smith wrote from <EMAIL>"]
+
+
+def test_no_found_value_in_any_file_the_runner_writes(tmp_path, caplog):
+    """Kept and rejected shards and the manifest (counters = the funnel's source) hold no PII value."""
+    import pyarrow.parquet as pq
+
+    from pipeline_lib import shards
+    from pipeline_lib.stage import StageResult, run_shard, write_result
+
+    caplog.set_level(logging.DEBUG)
+    fs = shards.filesystem(str(tmp_path))
+    src, out = str(tmp_path / "05_dedup"), str(tmp_path / "06_pii")
+    table = docs(ALL_PII_TEXT, "short: jane.doe@university.edu", "no pii at all")
+    write_result(fs, src, "part-00000", "05_dedup", table.num_rows, StageResult.keep_all(table), "h", [], 0.0)
+    summary = run_shard(stage(max_spans=3), fs, src, out, "part-00000")
+    assert (summary["kept"], summary["rejected"]) == (2, 1)
+    manifest = shards.load_manifest(fs, out, "part-00000")
+    assert manifest["counters"]["pii.EMAIL_ADDRESS"] == 2 and manifest["counters"]["rejected.pii_too_many_spans"] == 1
+    written = [caplog.text]
+    files = [p for p in (tmp_path / "06_pii").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    for path in files:
+        if path.suffix == ".parquet":  # compressed on disk: compare the decoded values
+            written.append(json.dumps(pq.read_table(path).to_pylist(), default=str))
+        else:
+            written.append(path.read_bytes().decode("utf-8", "replace"))
+    for value in SAMPLES.values():
+        assert not any(value in blob for blob in written), value
+
+
+PIECES = ["0", "1", "4", "9", " ", "-", ".", "(", ")", "+", "@", ":", "/", "x", "a", "GB", "\n", "٣", "²", "１",
+          "call ", "card ", "ssn ", "iban ", "e.com", "212-555-7341", "4111 1111 1111 1111", "8.8.8.8", "::1"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(hst.lists(hst.sampled_from(PIECES), max_size=60), hst.booleans())
+def test_arbitrary_text_never_crashes_and_paths_agree(fast_scrubbers, pieces, swap):
+    text = "".join(pieces[::-1] if swap else pieces)
+    fast, plain = fast_scrubbers
+    new_text, spans, _ = fast.scrub(text)
+    assert isinstance(new_text, str)
+    assert all(0 <= s.start < s.end <= len(text) for s in spans)
+    assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))  # sorted, no overlaps
+    assert spans == plain.spans(text)[0]
