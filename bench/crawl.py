@@ -157,7 +157,7 @@ def bench_traps() -> dict:
             tracemalloc.stop()
             plain[path] = {"bytes_kept": len(body), "peak_traced_mb": round(peak / 2**20, 1)}
             del body
-    return {"max_pages": 30, "distinct_paths_requested": pages_requested, "wall_s": round(wall, 2),
+    return {"max_pages": 30, "distinct_paths_requested_incl_redirect_hops": pages_requested, "wall_s": round(wall, 2),
             "pages": summary["pages"], "rejected": summary["rejected"], "reasons": summary["reasons"],
             "ours_peak_traced_mb": round(ours_peak / 2**20, 1), "plain_requests": plain}
 
