@@ -119,7 +119,10 @@ def run_source(ref: ConfigRef, run_dir: str, progress=None) -> dict[str, Any]:
     kind = cfg.source.kind
     if kind == "docs":
         paths = [cfg.resolve_path(p) for p in cfg.source.docs_paths]
-        return {"docs": crawl.ingest_docs(paths, fs, out, records_per_shard=cfg.source.records_per_shard)}
+        return {"docs": crawl.ingest_docs(paths, fs, out, text_column=cfg.source.text_column,
+                                          url_column=cfg.source.url_column,
+                                          records_per_shard=cfg.source.records_per_shard,
+                                          storage_options=cfg.run.storage_options)}
     if kind == "warc":
         paths = [cfg.resolve_path(p) for p in cfg.source.warc_paths]
         summaries["warc"] = crawl.ingest_warc(paths, fs, out, cfg.source.records_per_shard,
