@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import spacy
 from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import NlpArtifacts, SpacyNlpEngine
+from presidio_analyzer.nlp_engine import SpacyNlpEngine
 
 from pipeline_lib.config import PiiConfig
 from pipeline_lib.pii.recognizers import PATTERN_ENTITIES, build_recognizers
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 _DIGIT_RUN = re.compile(r"\d(?:[ \t().\-/]{0,3}\d)+")
 _DOTTED_QUAD = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
 _IPV6_HINT = re.compile(r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}")
+_IBAN_HINT = re.compile(r"[A-Za-z]{2}\d{2}")  # every IBAN opens with its country code and check digits
 # Fewest digits a candidate run needs before an entity's recognizer is worth calling.
 _MIN_DIGITS = {"PHONE_NUMBER": 7, "CREDIT_CARD": 12, "IBAN_CODE": 7, "US_SSN": 9}
 _WINDOW_MARGIN = 48  # chars kept on each side of a candidate: context words, IBAN prefix, "x123" extensions
@@ -57,7 +59,7 @@ class BlankSpacyNlpEngine(SpacyNlpEngine):
         if self._model_name is None:
             self.nlp = {self._lang: spacy.blank(self._lang)}
             return
-        if not spacy.util.is_package(self._model_name):
+        if not (spacy.util.is_package(self._model_name) or Path(self._model_name).is_dir()):
             raise RuntimeError(f"pii.nlp_model {self._model_name!r} is not installed (we never download models)")
         self.nlp = {self._lang: spacy.load(self._model_name)}
 
@@ -175,7 +177,7 @@ class Detector:
         hits = [(m.start(), m.end()) for m in _DOTTED_QUAD.finditer(text)]
         if ":" in text:
             hits += [(m.start(), m.end()) for m in _IPV6_HINT.finditer(text)]
-        return _merge(_window(text, s, e, margin=48) for s, e in hits)
+        return _merge(_window(text, s, e) for s, e in hits)
 
     def _run_digit_windows(self, text: str) -> list[Span]:
         windows: list[tuple[tuple[int, int], list[str]]] = []
@@ -197,6 +199,8 @@ class Detector:
                 merged.append((s, e, set(wanted)))
         spans: list[Span] = []
         for s, e, ents in merged:
+            if "IBAN_CODE" in ents and not _IBAN_HINT.search(text, s, e):
+                ents.discard("IBAN_CODE")
             spans += self._run_windows(text, [(s, e)], [x for x in self._digit_entities if x in ents])
         return spans
 

@@ -277,3 +277,18 @@ def test_arbitrary_text_never_crashes_and_paths_agree(fast_scrubbers, pieces, sw
     assert all(0 <= s.start < s.end <= len(text) for s in spans)
     assert all(a.end <= b.start for a, b in zip(spans, spans[1:]))  # sorted, no overlaps
     assert spans == plain.spans(text)[0]
+
+
+def test_large_string_text_column_and_extra_columns_are_kept(default_stage):
+    table = pa.table({"id": ["a", "b"], "text": pa.array(["x jane@corp.com", None], pa.large_string()),
+                      "lang_score": [0.9, 0.8]})
+    kept = default_stage.process(table).kept
+    assert kept.schema.field("text").type == pa.large_string()
+    assert kept.column("text").to_pylist() == ["x <EMAIL>", None]
+    assert kept.column("lang_score").to_pylist() == [0.9, 0.8]
+
+
+def test_table_without_text_column_passes_through(default_stage):
+    table = pa.table({"id": ["a"], "url": ["http://x.test/"]})
+    result = default_stage.process(table)
+    assert result.kept.equals(table) and result.rejected.num_rows == 0
