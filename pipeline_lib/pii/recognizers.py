@@ -15,7 +15,6 @@ Everything here is a stock presidio recognizer or a small subclass of one, for t
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from functools import lru_cache
 from typing import Iterable
 
@@ -244,8 +243,4 @@ def build_recognizers(entities: list[str], phone_regions: list[str]) -> dict[str
         "IBAN_CODE": lambda: [IbanRecognizer(regex_flags=regex.DOTALL | regex.MULTILINE | regex.IGNORECASE)],
         "US_SSN": lambda: [ContextSsnRecognizer()],
     }
-    out: dict[str, list[EntityRecognizer]] = defaultdict(list)
-    for entity in entities:
-        if entity in factories:
-            out[entity] = factories[entity]()
-    return dict(out)
+    return {entity: factories[entity]() for entity in entities if entity in factories}
