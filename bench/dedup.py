@@ -13,6 +13,8 @@
   NumPy; identical to datasketch's MinHash(hashfunc=poly_hash32)).
 - scale: cluster N synthetic signatures (10% planted near-duplicates) with our NumPy
   band sort + union-find; seconds and peak traced memory per document above the signatures.
+  Then the whole reduce step ``run_clustering`` (Parquet shards, string ids, keep rule, drop
+  tables written) on --pipeline-docs documents, counting NumPy/Python and Arrow memory.
   For comparison, datasketch's in-memory MinHashLSH on a smaller sample (bytes per document).
 """
 
@@ -31,6 +33,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
+import subprocess  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -162,6 +165,72 @@ def scale(n: int, dcfg: DedupConfig) -> dict:
             "process_max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
+def pipeline_path(n: int, dcfg: DedupConfig, docs_per_shard: int = 10_000) -> dict:
+    """The real reduce step, ``run_clustering``, on n synthetic documents in signature shards on disk."""
+    import tempfile
+
+    import pyarrow as pa
+
+    from pipeline_lib import shards
+    from pipeline_lib.config import PipelineConfig
+    from pipeline_lib.dedup import run_clustering
+    from pipeline_lib.schema import TIMESTAMP
+    from pipeline_lib.stage import StageResult, write_result
+
+    sig, exact, planted = synthetic_signatures(n, dcfg.num_perm, 0.10, seed=2)
+    cfg = PipelineConfig(dedup=dcfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        fs = shards.filesystem(tmp)
+        n_shards = max(1, -(-n // docs_per_shard))
+        for i, rows in enumerate(np.array_split(np.arange(n), n_shards)):
+            table = pa.table({
+                "id": pa.array([f"doc-{r:09d}" for r in rows], pa.string()),
+                "fetched_at": pa.array(rows.astype("datetime64[s]").astype("datetime64[us]"), TIMESTAMP),
+                "text_chars": pa.array(np.full(len(rows), 1000), pa.int64()),
+                "exact_hash": pa.array(exact[rows], pa.uint64()),
+                "n_shingles": pa.array(np.full(len(rows), 100), pa.int32()),
+                "signature": pa.FixedSizeListArray.from_arrays(pa.array(sig[rows].reshape(-1), pa.uint32()), dcfg.num_perm),
+            })
+            name = shards.shard_name(i)
+            write_result(fs, f"{tmp}/sig", name, "dedup_signatures", len(rows), StageResult.keep_all(table),
+                         "bench", [{"stage": "synthetic", "shard": name, "sha256": str(i), "rows": len(rows)}], 0.0)
+        del sig, exact
+        # A fresh process, so its peak resident memory belongs to the clustering alone.
+        proc = subprocess.run([sys.executable, __file__, "--cluster-dir", tmp], capture_output=True, text=True,
+                              check=True, env={**os.environ, "DEDUP_BENCH_NUM_PERM": str(dcfg.num_perm)})
+        child = json.loads(proc.stdout)
+    signature_bytes = dcfg.num_perm * 4
+    grown = child["peak_rss_bytes"] - child["rss_before_bytes"]
+    return {"docs": n, "shards": n_shards, "seconds": child["seconds"], "docs_per_s": round(n / child["seconds"]),
+            "peak_rss_growth_bytes_per_doc": round(grown / n, 1), "signature_bytes_per_doc": signature_bytes,
+            "peak_bytes_per_doc_above_signatures": round(grown / n - signature_bytes, 1),
+            "rejected": child["rejected"], "planted_duplicates": planted}
+
+
+def _rss_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def cluster_dir_child(tmp: str) -> None:
+    """Child of pipeline_path: run_clustering over tmp/sig, print seconds and resident memory."""
+    from pipeline_lib import shards
+    from pipeline_lib.config import PipelineConfig
+    from pipeline_lib.dedup import run_clustering
+
+    cfg = PipelineConfig(dedup=DedupConfig(num_perm=int(os.environ.get("DEDUP_BENCH_NUM_PERM", "128"))))
+    fs = shards.filesystem(tmp)
+    before = _rss_bytes("VmRSS")
+    t0 = time.perf_counter()
+    summary = run_clustering(cfg, fs, f"{tmp}/sig", f"{tmp}/clusters")
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"seconds": round(seconds, 2), "rss_before_bytes": before, "peak_rss_bytes": _rss_bytes("VmHWM"),
+                      "rejected": summary["rejected"]}))
+
+
 def datasketch_lsh_memory(n: int, dcfg: DedupConfig) -> dict:
     """Bytes per document of datasketch's in-memory MinHashLSH holding the same kind of signatures."""
     from datasketch import MinHash, MinHashLSH
@@ -184,9 +253,15 @@ def datasketch_lsh_memory(n: int, dcfg: DedupConfig) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=1_000_000, help="synthetic signatures to cluster")
+    ap.add_argument("--pipeline-docs", type=int, default=1_000_000,
+                    help="docs for run_clustering end to end (Parquet shards on disk, ids, keep rule)")
     ap.add_argument("--lsh-docs", type=int, default=20_000, help="docs for the datasketch MinHashLSH comparison")
     ap.add_argument("--repeats", type=int, default=3, help="best of N for the fast paths")
+    ap.add_argument("--cluster-dir", help=argparse.SUPPRESS)  # internal: the child of pipeline_path
     args = ap.parse_args()
+    if args.cluster_dir:
+        cluster_dir_child(args.cluster_dir)
+        return
     dcfg = DedupConfig()
     report: dict = {"bench": "dedup", "cores": 1}
     if GOLD.is_file():
@@ -197,6 +272,8 @@ def main() -> None:
     else:
         report["quality"] = report["speed"] = f"skipped: {GOLD} not found"
     report["scale"] = scale(args.docs, dcfg)
+    if args.pipeline_docs:
+        report["scale_run_clustering"] = pipeline_path(args.pipeline_docs, dcfg)
     if args.lsh_docs:
         report["datasketch_lsh"] = datasketch_lsh_memory(args.lsh_docs, dcfg)
     print(json.dumps(report))

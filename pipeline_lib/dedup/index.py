@@ -200,20 +200,18 @@ def run_key(cfg: PipelineConfig) -> str:
     return f"{cfg.run.name}/{cfg.run.partition}"
 
 
-def dedup_against_index(cfg: PipelineConfig, sigs: pa.Table, roots: np.ndarray):
+def dedup_against_index(cfg: PipelineConfig, sigs: pa.Table, roots: np.ndarray, sig: np.ndarray | None):
     """Match this run's clusters against the index, then record the documents that survive.
 
     Returns (roots, ExternalMatches, counters); a cluster with any member matching an earlier
     run's document is dropped whole, in favour of that document (the smallest matched id).
     """
-    from pipeline_lib.dedup.steps import signature_matrix
-
     dcfg = cfg.dedup
     key = run_key(cfg)
     n = sigs.num_rows
     ids = np.asarray(sigs.column("id").to_pylist(), dtype=object)
     exact = sigs.column("exact_hash").to_numpy()
-    sig = signature_matrix(sigs, dcfg.num_perm) if dcfg.near else None
+    sig = sig if dcfg.near else None
     eligible = sigs.column("n_shingles").to_numpy() > 0 if dcfg.near else np.zeros(n, dtype=bool)
     match = np.full(n, None, dtype=object)
     index = open_index(cfg)

@@ -79,14 +79,19 @@ def signature_matrix(sigs: pa.Table, num_perm: int) -> np.ndarray:
     return column.flatten().to_numpy().reshape(-1, num_perm)
 
 
-def cluster_table(sigs: pa.Table, dcfg: DedupConfig) -> np.ndarray:
-    """The kept row (cluster root) of every row of ``sigs``, by the configured keep rule."""
+def cluster_table(sigs: pa.Table, dcfg: DedupConfig, sig: np.ndarray | None = None) -> np.ndarray:
+    """The kept row (cluster root) of every row of ``sigs``, by the configured keep rule.
+
+    ``sig`` is the signature matrix when the caller already holds it apart from the table.
+    """
     params = ClusterParams(dcfg.bands, dcfg.rows, dcfg.verify_threshold, dcfg.neighbours)
     exact = sigs.column("exact_hash").to_numpy() if dcfg.exact else None
-    sig = has_shingles = None
+    has_shingles = None
     if dcfg.near:
-        sig = signature_matrix(sigs, dcfg.num_perm)
+        sig = signature_matrix(sigs, dcfg.num_perm) if sig is None else sig
         has_shingles = sigs.column("n_shingles").to_numpy() > 0
+    else:
+        sig = None
     if exact is None and sig is None:
         return np.arange(sigs.num_rows)
     order = preference_order(sigs, dcfg.keep)
@@ -162,18 +167,17 @@ def run_clustering(cfg: PipelineConfig, fs, sig_dir: str, clusters_dir: str) -> 
     if done:
         return summary_from_manifest(done, skipped=True)
     t0 = time.perf_counter()
-    parts = [shards.read_verified(fs, sig_dir, n) for n in names]
-    shard_of_row = np.repeat(np.arange(len(names)), [p.num_rows for p in parts])
-    row_in_shard = np.concatenate([np.arange(p.num_rows) for p in parts]) if parts else np.empty(0, np.int64)
+    sigs, sig, sizes = _load_signatures(fs, sig_dir, names, dcfg)
+    shard_of_row = np.repeat(np.arange(len(names)), sizes)
+    row_in_shard = np.arange(sigs.num_rows) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     # The input shard each signature shard was computed from: the filter refuses any other.
-    sources = {n: shards.load_manifest(fs, sig_dir, n)["inputs"][0]["sha256"] for n in names}
-    sigs = pa.concat_tables(parts) if parts else signature_table(pa.table({"id": pa.array([], pa.string())}), dcfg)
-    roots = cluster_table(sigs, dcfg)
+    sources = {n: (shards.load_manifest(fs, sig_dir, n)["inputs"] or [{}])[0].get("sha256") for n in names}
+    roots = cluster_table(sigs, dcfg, sig)
     counters: dict[str, int] = {}
     if dcfg.scope == "index":
         from pipeline_lib.dedup.index import dedup_against_index
 
-        roots, external, counters = dedup_against_index(cfg, sigs, roots)
+        roots, external, counters = dedup_against_index(cfg, sigs, roots, sig)
         dropped, drops = drop_rows(sigs, roots, external)
     else:
         dropped, drops = drop_rows(sigs, roots)
@@ -191,6 +195,32 @@ def run_clustering(cfg: PipelineConfig, fs, sig_dir: str, clusters_dir: str) -> 
                                      inputs=inputs, extra={"sources": sources})
     shards.write_manifest(fs, clusters_dir, CLUSTERS_MANIFEST, manifest)
     return summary_from_manifest(manifest, skipped=False)
+
+
+def _load_signatures(fs, sig_dir: str, names: list[str], dcfg: DedupConfig):
+    """(small columns as one table, signature matrix or None, rows per shard).
+
+    Signatures go shard by shard into one preallocated matrix, so the peak is the matrix plus one
+    shard in Arrow, not two copies of everything.
+    """
+    sizes = np.array([input_entries(fs, sig_dir, n)[0]["rows"] for n in names], dtype=np.int64)
+    sig = np.empty((int(sizes.sum()), dcfg.num_perm), dtype=np.uint32) if dcfg.near else None
+    parts, offset = [], 0
+    pool = pa.default_memory_pool()
+    for name in names:
+        part = shards.read_verified(fs, sig_dir, name)
+        if sig is not None:
+            for chunk in part.column("signature").chunks:  # zero-copy views, copied once into sig
+                rows = len(chunk)
+                sig[offset:offset + rows] = chunk.flatten().to_numpy().reshape(rows, dcfg.num_perm)
+                offset += rows
+        parts.append(part.drop_columns([c for c in ("signature",) if c in part.column_names]))
+        del part
+        pool.release_unused()  # hand the decoded shard back now, or the allocator keeps it per shard
+    if not parts:
+        empty = signature_table(pa.table({"id": pa.array([], pa.string())}), dcfg)
+        parts = [empty.drop_columns([c for c in ("signature",) if c in empty.column_names])]
+    return pa.concat_tables(parts), sig, sizes
 
 
 def run_filter_shard(cfg: PipelineConfig, fs, in_dir: str, clusters_dir: str, out_dir: str, name: str) -> dict[str, Any]:
