@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline_lib import shards
@@ -108,16 +109,16 @@ class DirectoryIndex(DedupIndex):
         table = self._loaded[1] if self._loaded else None
         if table is None or not ids:
             return {}
-        wanted = set(ids)
-        all_ids = table.column("id").to_pylist()
-        exact = table.column("exact_hash").to_numpy()
+        wanted = pa.array(sorted(set(ids)), pa.string())
+        rows = np.flatnonzero(pc.is_in(table.column("id"), value_set=wanted).to_numpy(zero_copy_only=False))
+        found = table.take(pa.array(rows))
+        exact = found.column("exact_hash").to_numpy()
         sig = None
-        if "signature" in table.column_names:
-            sig = table.column("signature").combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
+        if "signature" in found.column_names:
+            sig = found.column("signature").combine_chunks().flatten().to_numpy().reshape(found.num_rows, -1)
         out = {}
-        for i, doc in enumerate(all_ids):
-            if doc in wanted and doc not in out:
-                out[doc] = (int(exact[i]), None if sig is None else sig[i])
+        for i, doc in enumerate(found.column("id").to_pylist()):
+            out.setdefault(doc, (int(exact[i]), None if sig is None else sig[i]))
         return out
 
     def add(self, run_key, ids, exact, bands, sig):

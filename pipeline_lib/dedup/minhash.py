@@ -27,11 +27,14 @@ _M1, _M2 = np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35)  # MurmurHash3 fmix32 co
 
 @lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(a, b) as uint32 arrays, taken from datasketch so the two can never drift apart."""
-    from datasketch import MinHash
+    """(a, b) as uint32 arrays: the draws datasketch's affine32 ``MinHash`` makes for this seed.
 
-    perms = MinHash(num_perm=num_perm, seed=seed).permutations
-    a, b = (np.asarray(p, dtype=np.uint32) for p in perms)
+    Drawn here rather than read off a ``MinHash`` so a worker does not pay datasketch's import
+    (about a second); a test checks they equal datasketch's.
+    """
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)  # odd: a bijection
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
     a.setflags(write=False)
     b.setflags(write=False)
     return a, b

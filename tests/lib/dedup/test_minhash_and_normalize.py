@@ -63,9 +63,11 @@ def test_documents_spanning_several_hash_chunks_get_one_signature():
     np.testing.assert_array_equal(sig[0], reference.hashvalues)
 
 
-def test_permutations_come_from_datasketch():
-    a, b = permutations(128, 7)
-    ref_a, ref_b = MinHash(num_perm=128, seed=7).permutations
+@pytest.mark.parametrize("num_perm,seed", [(128, 1), (112, 7), (256, 12345)])
+def test_permutations_equal_datasketchs(num_perm, seed):
+    a, b = permutations(num_perm, seed)
+    ref_a, ref_b = MinHash(num_perm=num_perm, seed=seed).permutations
+    assert a.dtype == ref_a.dtype == np.uint32
     np.testing.assert_array_equal(a, ref_a)
     np.testing.assert_array_equal(b, ref_b)
 
