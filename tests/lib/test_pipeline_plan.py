@@ -1,0 +1,97 @@
+"""The DAG plan without Prefect: which folder each stage reads, and a run from cleaned documents."""
+
+from __future__ import annotations
+
+import glob
+import json
+
+import pyarrow.parquet as pq
+
+from pipeline_lib import pipeline, report, shards
+from pipeline_lib.config import parse_config
+from pipeline_lib.pipeline import ConfigRef
+
+ARTICLE = (
+    "The old mill by the river was built more than two hundred years ago by a family of millers. "
+    "It ground wheat and oats for the farms around the valley, and its wheel turned every day of the "
+    "year except when the river froze. Today the building is a small museum where visitors can see "
+    "the stones, the gears and the wooden chutes that carried the flour down to the waiting carts.\n"
+    "In spring the school brings children to watch the volunteers open the sluice gate. The water "
+    "rushes under the floor, the shafts begin to creak, and after a minute the upper stone starts "
+    "to turn. Most of the visitors stay for the baking demonstration that follows in the yard.\n"
+    "The museum is run by a trust that depends on donations and on a yearly fair in September. "
+    "Local bands play on the green, farmers sell cheese and apples, and the miller's cottage opens "
+    "its attic, where the family kept their ledgers for more than a century."
+)
+
+
+OTHER_1 = (
+    "Cycling to work through the winter takes some preparation, but it is easier than most people expect. "
+    "Good lights matter more than anything else, because the evenings are dark by five o'clock. "
+    "Mudguards keep the spray off your trousers, and a pair of thin gloves under thicker ones works well. "
+    "Ben keeps a spare tube and a small pump in his bag, and he can fix a puncture in ten minutes.\n"
+    "The hardest part is the first week. After that the routine settles, and the ride becomes the calmest "
+    "part of the day. Write to ben@example.org if you want the route he takes along the canal."
+)
+OTHER_2 = (
+    "Looking at the night sky needs nothing more than patience and a dark place away from street lights. "
+    "Give your eyes twenty minutes to adjust, and avoid looking at your phone while you wait. "
+    "The brightest points that do not twinkle are usually planets, and a pair of binoculars will show "
+    "the moons of Jupiter as tiny dots in a line. A simple chart helps you find the constellations.\n"
+    "Autumn evenings are a good season to start, since the nights are long but not yet bitterly cold. "
+    "Cleo runs a small club that meets on the hill behind the church on the first Friday of each month."
+)
+
+
+def _read(stage_dir: str):
+    return pq.read_table(sorted(glob.glob(f"{stage_dir}/*.parquet")))
+
+
+def test_input_dirs_skip_disabled_stages():
+    cfg = parse_config({"quality": {"enabled": False}})
+    run = "/r"
+    assert pipeline.input_dir(cfg, run, "urlfilter") == "/r/00_crawl"
+    assert pipeline.input_dir(cfg, run, "extract") == "/r/01_urlfilter"
+    assert pipeline.input_dir(cfg, run, "dedup") == "/r/03_langid"  # quality is off
+    docs = parse_config({"source": {"kind": "docs", "docs_paths": []}})
+    assert pipeline.source_dir(docs, run) == "/r/02_extract"
+    assert pipeline.input_dir(docs, run, "langid") == "/r/02_extract"
+    assert not pipeline.enabled(docs, "extract") and not pipeline.enabled(docs, "urlfilter")
+
+
+def test_cleaned_documents_run_through_langid_quality_dedup_pii_tokens(tmp_path):
+    docs = tmp_path / "docs.jsonl"
+    texts = [ARTICLE + " Ada wrote to ada@example.org about the gears.", OTHER_1, OTHER_2]
+    rows = [{"text": t, "url": f"https://a.example/{i}"} for i, t in enumerate(texts)]
+    rows.append({"text": texts[0], "url": "https://b.example/copy"})
+    rows.append({"text": "Le moulin est très ancien et les visiteurs aiment beaucoup le musée du village. " * 10,
+                 "url": "https://a.example/fr"})
+    docs.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = parse_config({"run": {"data_root": str(tmp_path / "runs"), "name": "docs", "partition": "p1"},
+                        "source": {"kind": "docs", "docs_paths": [str(docs)]},
+                        "tokenize": {"source": "train", "train": {"vocab_size": 300}}})
+    ref, run_dir = ConfigRef.of(cfg), pipeline.prepare_run(cfg)
+    pipeline.run_source(ref, run_dir)
+    for key in ("langid", "quality"):
+        for name in pipeline.list_input_shards(ref, run_dir, key):
+            pipeline.run_stage_shard(ref, run_dir, key, name)
+    names = pipeline.list_input_shards(ref, run_dir, "dedup")
+    for name in names:
+        pipeline.dedup_signatures_shard(ref, run_dir, name)
+    pipeline.dedup_cluster(ref, run_dir)
+    for name in names:
+        pipeline.dedup_filter_shard(ref, run_dir, name)
+    for name in pipeline.list_input_shards(ref, run_dir, "pii"):
+        pipeline.run_stage_shard(ref, run_dir, "pii", name)
+    pipeline.prepare_tokenizer(ref, run_dir)
+    for name in pipeline.list_input_shards(ref, run_dir, "tokens"):
+        pipeline.run_stage_shard(ref, run_dir, "tokens", name)
+
+    funnel = {r["stage"]: r for r in report.funnel(shards.filesystem(run_dir), run_dir)}
+    assert funnel["02_extract"]["kept"] == 5
+    assert funnel["03_langid"]["reasons"] == {"lang_not_target": 1}
+    assert funnel["05_dedup"]["reasons"] == {"exact_duplicate": 1}
+    clean = _read(f"{run_dir}/06_pii").column("text").to_pylist()
+    assert len(clean) == 3 and not any("@example.org" in t for t in clean)
+    assert _read(f"{run_dir}/07_tokens").num_rows == 3
+    assert report.verify_run(shards.filesystem(run_dir), run_dir) == []
