@@ -1,24 +1,24 @@
-"""Vectorised MinHash signatures, bit-for-bit equal to ``datasketch.MinHash`` (scheme affine32).
+"""Vectorised MinHash signatures with datasketch's semantics (``MinHash``, scheme affine32).
 
-datasketch's ``MinHash.update`` hashes one shingle with SHA-1 (first 4 bytes, little endian),
-mixes it with the MurmurHash3 32-bit finaliser, and applies ``num_perm`` affine permutations
+datasketch's ``MinHash.update`` hashes one shingle to 32 bits (SHA-1 by default), mixes it with
+the MurmurHash3 32-bit finaliser, and applies ``num_perm`` affine permutations
 ``a * h + b mod 2**32`` before taking the running minimum. Doing that per shingle costs a
-handful of small NumPy calls each; here the SHA-1 digests of all shingles of many documents are
-joined into one buffer and the permutations run as one (shingles x num_perm) matrix per chunk,
-reduced per document with ``np.minimum.reduceat``. The permutation parameters come from
-datasketch itself, so the signatures are the ones datasketch would compute (a test checks it).
+handful of small NumPy calls each; here the shingle hashes of many documents are computed in one
+go (``sha1``: one SHA-1 call per shingle; ``poly64``: all in NumPy, see shingle_hash.py) and the
+permutations run as one (num_perm x shingles) matrix per chunk, reduced per document with
+``np.minimum.reduceat``. With the same shingle hash, the signatures are exactly datasketch's
+(tests check both: the default hash, and ``hashfunc=poly_hash32``).
 """
 
 from __future__ import annotations
 
 import hashlib
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from pipeline_lib.dedup.shingle_hash import poly_shingle_hashes
-
 
 EMPTY_HASH = np.uint32(0xFFFFFFFF)  # the value of an untouched datasketch MinHash slot
 _CHUNK_ROWS = 1 << 12  # shingles per matrix: 4k x 128 perms x 4 B = 2 MiB, stays in cache
@@ -46,14 +46,6 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     h = h ^ (h >> np.uint32(13))
     h = h * _M2
     return h ^ (h >> np.uint32(16))
-
-
-def sha1_hash32_many(shingles: Iterable[bytes]) -> np.ndarray:
-    """datasketch's ``sha1_hash32`` of each shingle, as one uint32 array."""
-    sha1 = hashlib.sha1
-    joined = b"".join([sha1(s).digest() for s in shingles])
-    # A SHA-1 digest is 20 bytes = five little-endian uint32 words; sha1_hash32 is the first.
-    return np.frombuffer(joined, dtype="<u4").reshape(-1, 5)[:, 0].copy()
 
 
 def signatures_from_hashes(hashes: np.ndarray, doc_of_row: np.ndarray, n_docs: int,

@@ -28,7 +28,7 @@ from pipeline_lib.dedup.normalize import exact_hash, normalize_bytes
 from pipeline_lib.schema import REJECT_REASON, TIMESTAMP
 from pipeline_lib.stage import StageResult, input_entries, is_done, summary_from_manifest, write_result
 
-CLUSTERS_MANIFEST = "clusters"  # _clusters/clusters.manifest.json
+CLUSTERS_MANIFEST = "clusters"  # _clusters/_manifests/clusters.manifest.json
 EXACT, NEAR = "exact_duplicate", "near_duplicate"
 # "row" is the position in the input shard: ids need not be unique (one URL fetched twice).
 DROP_SCHEMA = pa.schema([("row", pa.int64()), ("id", pa.string()), (REJECT_REASON, pa.string()),
