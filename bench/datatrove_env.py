@@ -109,6 +109,73 @@ def seed_offline_assets(cache_home: Path) -> dict[str, str]:
     return {"HF_HOME": str(cache_home), "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
 
 
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in character for every byte (what byte-level BPE vocabularies store)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    chars, extra = dict(zip(printable, printable)), 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = 256 + extra
+            extra += 1
+    return {b: chr(c) for b, c in chars.items()}
+
+
+def _split_by_lower_ranks(token: bytes, ranks: dict[bytes, int], max_rank: int) -> list[bytes]:
+    """Byte-pair-merge ``token`` using only merges ranked below ``max_rank`` (the pair that made it)."""
+    parts = [bytes([b]) for b in token]
+    while True:
+        best, best_rank = None, None
+        for i in range(len(parts) - 1):
+            r = ranks.get(parts[i] + parts[i + 1])
+            if r is not None and r < max_rank and (best_rank is None or r < best_rank):
+                best, best_rank = i, r
+        if best is None:
+            return parts
+        parts = parts[:best] + [parts[best] + parts[best + 1]] + parts[best + 2:]
+
+
+def gpt2_tokenizer_json(path: Path) -> Path:
+    """tiktoken's gpt2 vocabulary as a Hugging Face ``tokenizer.json`` (the same ids), written once.
+
+    datatrove's DocumentTokenizer loads a ``tokenizers`` file; converting tiktoken's ranks (from the
+    shared cache, no download) gives both pipelines the very same vocabulary. Each merge is recovered
+    by re-running BPE on a token with only lower-ranked merges, which must leave exactly two parts.
+    """
+    if path.exists():
+        return path
+    import tiktoken
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    enc = tiktoken.get_encoding("gpt2")
+    ranks: dict[bytes, int] = enc._mergeable_ranks
+    byte_char = _bytes_to_unicode()
+
+    def as_text(b: bytes) -> str:
+        return "".join(byte_char[x] for x in b)
+
+    vocab = {as_text(tok): rank for tok, rank in ranks.items()}
+    merges = []
+    for tok, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(tok) < 2:
+            continue
+        parts = _split_by_lower_ranks(tok, ranks, rank)
+        if len(parts) != 2:
+            raise ValueError(f"cannot recover the merge of token {rank}: {parts}")
+        merges.append((as_text(parts[0]), as_text(parts[1])))
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(["<|endoftext|>"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+    check = "Hello world!  It's 2026, naïve café — 日本語\n\n  tabs\tand spaces"
+    if Tokenizer.from_file(str(path)).encode(check).ids != enc.encode_ordinary(check):
+        path.unlink()
+        raise ValueError("converted gpt2 tokenizer disagrees with tiktoken")
+    return path
+
+
 if __name__ == "__main__":
     python = ensure_venv(quiet=False)
     print(json.dumps({"python": str(python), "versions": installed_versions()}))
