@@ -24,12 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        ("verify_threshold", float), ("neighbours", int)):
         parser.add_argument(f"--{knob.replace('_', '-')}", dest=knob, type=kind, default=None,
                             help=f"override dedup.{knob}")
+    parser.add_argument("--shingle-hash", dest="shingle_hash", choices=["sha1", "poly64"], default=None,
+                        help="override dedup.shingle_hash (sha1 = datasketch's default MinHash, bit for bit)")
 
 
 def dedup_config(args: argparse.Namespace) -> DedupConfig:
     base = load_config(args.config).dedup if getattr(args, "config", None) else PipelineConfig().dedup
-    overrides = {k: getattr(args, k) for k in ("ngram", "num_perm", "bands", "rows", "verify_threshold", "neighbours")
-                 if getattr(args, k, None) is not None}
+    knobs = ("ngram", "num_perm", "bands", "rows", "verify_threshold", "neighbours", "shingle_hash")
+    overrides = {k: getattr(args, k) for k in knobs if getattr(args, k, None) is not None}
     return DedupConfig.model_validate({**base.model_dump(), **overrides, "scope": "run"})
 
 
@@ -75,6 +77,7 @@ def evaluate(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     predicted = predict_clusters(ids, texts, dcfg)
     metrics = {**pairwise_scores(gold, predicted), "documents": len(ids),
                "config": {k: v for k, v in dcfg.model_dump().items() if k in (
-                   "exact", "near", "ngram", "num_perm", "bands", "rows", "verify_threshold", "neighbours")}}
+                   "exact", "near", "ngram", "num_perm", "bands", "rows", "verify_threshold", "neighbours",
+                   "shingle_hash")}}
     return metrics, [{"id": i, "cluster": c} for i, c in zip(ids, predicted)]
 
