@@ -168,17 +168,22 @@ class PhoneNumberRecognizer(PhoneRecognizer):
     """
 
     DECIDED = 0.5  # a shape match at least this strong needs no phonenumbers check
+    # At ~0.5 ms a check, a numeric table (sports results, prices) would cost more than presidio on
+    # the whole text; past this many undecided candidates in one text, the rest stay undecided
+    # (phonenumbers calls most 8-10 digit numbers valid for some region anyway).
+    MAX_CHECKS = 128
 
     def __init__(self, supported_regions: Iterable[str]):
         super().__init__(context=PHONE_CONTEXT, supported_regions=tuple(supported_regions))
         self.shape = PhoneFormatRecognizer()
 
     def analyze(self, text, entities, nlp_artifacts=None):
-        results = []
+        results, checks = [], 0
         for cand in self.shape.analyze(text, entities):
-            if cand.score >= self.DECIDED:
+            if cand.score >= self.DECIDED or checks >= self.MAX_CHECKS:
                 results.append(cand)
                 continue
+            checks += 1
             # Just the candidate (its extension, if any, is already in it): more text lets
             # phonenumbers glue a neighbouring number on ("021-56692669  021-36...").
             lo, hi = max(0, cand.start - 3), min(len(text), cand.end + 1)
