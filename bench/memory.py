@@ -84,11 +84,11 @@ def build_input(run_dir: Path, n_docs: int, docs_per_shard: int, articles: list[
 def link_subset(src_run: Path, dst_run: Path, n_shards: int) -> None:
     """A run dir whose 02_extract holds the first ``n_shards`` shards (hard links, no copies)."""
     src, dst = src_run / "02_extract", dst_run / "02_extract"
-    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "_manifests").mkdir(parents=True, exist_ok=True)
     for s in range(n_shards):
         name = f"part-{s:05d}"
-        for suffix in (".parquet", ".manifest.json"):
-            os.link(src / f"{name}{suffix}", dst / f"{name}{suffix}")
+        for rel in (f"{name}.parquet", f"_manifests/{name}.manifest.json"):
+            os.link(src / rel, dst / rel)
 
 
 def worker(run_dir: str, stage: str, n_shards: int) -> None:

@@ -200,7 +200,7 @@ def iter_training_texts(fs, paths: list[str], max_bytes: int | None = None) -> I
         if fs.isdir(stripped):
             names = shards.list_shards(fs, path)
             if not names:
-                raise ValueError(f"{path}: a folder with no complete shards (part-*.manifest.json)")
+                raise ValueError(f"{path}: a folder with no complete shards (_manifests/part-*.manifest.json)")
             tables = (shards.read_verified(fs, path, name, columns=["text"]) for name in names)
         elif path.endswith(".parquet"):
             tables = [pq.read_table(io.BytesIO(shards.read_bytes(fs, path)), columns=["text"])]

@@ -1,8 +1,10 @@
 """Shard storage: deterministic names, atomic writes, manifests written last, verified reads.
 
-A shard is ``<stage_dir>/part-NNNNN.parquet`` with ``part-NNNNN.manifest.json`` beside it and,
+A shard is ``<stage_dir>/part-NNNNN.parquet`` with ``_manifests/part-NNNNN.manifest.json`` and,
 for filtering stages, ``_rejected/part-NNNNN.parquet``. The manifest is written after every data
-file is in place, so its presence means "this shard is complete". Paths are plain strings, local
+file is in place, so its presence means "this shard is complete". Everything that is not data
+lives under a ``_``-prefixed folder, which Arrow, pandas, Spark and DuckDB's hive readers skip:
+``pd.read_parquet("06_pii")`` reads exactly the kept documents. Paths are plain strings, local
 or any fsspec URL; the same code writes to a laptop disk and to ``s3://``.
 """
 
@@ -24,6 +26,7 @@ import pyarrow.parquet as pq
 from pipeline_lib import __version__
 
 MANIFEST_SUFFIX = ".manifest.json"
+MANIFEST_DIR = "_manifests"
 REJECTED_DIR = "_rejected"
 
 
@@ -107,7 +110,7 @@ class FileEntry:
 
 
 def manifest_path(stage_dir: str, name: str) -> str:
-    return join(stage_dir, name + MANIFEST_SUFFIX)
+    return join(stage_dir, MANIFEST_DIR, name + MANIFEST_SUFFIX)
 
 
 def data_path(stage_dir: str, name: str) -> str:
@@ -167,17 +170,18 @@ def load_manifest(fs, stage_dir: str, name: str) -> dict[str, Any] | None:
         raise ShardError(f"{path}: manifest is not valid JSON ({e})") from None
 
 
-def list_shards(fs, stage_dir: str) -> list[str]:
-    """Names of the complete shards (those with a manifest) of a stage, sorted."""
-    base = _strip(fs, stage_dir)
+def list_manifests(fs, stage_dir: str) -> list[str]:
+    """Names of everything in a stage folder that has a manifest (shards and global outputs)."""
+    base = _strip(fs, join(stage_dir, MANIFEST_DIR))
     if not fs.exists(base):
         return []
-    names = []
-    for p in fs.ls(base, detail=False):
-        leaf = p.rsplit("/", 1)[-1]
-        if leaf.endswith(MANIFEST_SUFFIX) and leaf.startswith("part-"):
-            names.append(leaf[: -len(MANIFEST_SUFFIX)])
-    return sorted(names)
+    leaves = (p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))
+    return sorted(leaf[: -len(MANIFEST_SUFFIX)] for leaf in leaves if leaf.endswith(MANIFEST_SUFFIX))
+
+
+def list_shards(fs, stage_dir: str) -> list[str]:
+    """Names of the complete shards (those with a manifest) of a stage, sorted."""
+    return [n for n in list_manifests(fs, stage_dir) if n.startswith("part-")]
 
 
 def read_verified(fs, stage_dir: str, name: str, which: str = "kept", columns: list[str] | None = None) -> pa.Table:
@@ -206,7 +210,7 @@ def read_verified(fs, stage_dir: str, name: str, which: str = "kept", columns: l
 def verify_stage_dir(fs, stage_dir: str) -> list[str]:
     """Re-check every shard of a stage; returns a list of problems (empty = all good)."""
     problems = []
-    for name in list_shards(fs, stage_dir):
+    for name in list_manifests(fs, stage_dir):
         try:
             manifest = load_manifest(fs, stage_dir, name)
         except ShardError as e:
@@ -236,7 +240,7 @@ def verify_stage_dir(fs, stage_dir: str) -> list[str]:
 def remove_temp_files(fs, stage_dir: str) -> int:
     """Delete leftovers of killed writes (``.tmp-*``); they are never read as shards."""
     removed = 0
-    for sub in (stage_dir, join(stage_dir, REJECTED_DIR)):
+    for sub in (stage_dir, join(stage_dir, REJECTED_DIR), join(stage_dir, MANIFEST_DIR)):
         base = _strip(fs, sub)
         if not fs.exists(base):
             continue

@@ -64,7 +64,7 @@ def describe_shards(fs, token_dir: str) -> tuple[list[str], list[dict[str, Any]]
     enough to decide that a finished run needs no work)."""
     names = shards.list_shards(fs, token_dir)
     if not names:
-        raise FileNotFoundError(f"{token_dir}: no token shards (part-*.manifest.json) to train on")
+        raise FileNotFoundError(f"{token_dir}: no token shards (_manifests/part-*.manifest.json) to train on")
     inputs, tokenizer = [], None
     for name in names:
         manifest = shards.load_manifest(fs, token_dir, name)

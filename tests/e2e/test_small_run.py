@@ -23,7 +23,7 @@ def test_every_stage_wrote_shards_with_manifests(small_run):
     run_dir = small_run["run_dir"]
     for stage in SHARD_STAGES:
         d = run_dir / stage
-        manifests = sorted(d.glob("part-*.manifest.json"))
+        manifests = sorted((d / "_manifests").glob("part-*.manifest.json"))
         assert manifests, f"{stage} has no shards"
         for m in manifests:
             data = json.loads(m.read_text())

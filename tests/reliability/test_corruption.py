@@ -111,8 +111,6 @@ def test_a_manifest_cut_short_is_an_error_not_a_finished_shard(tmp_path):
     assert stage.calls == 0
 
 
-@pytest.mark.xfail(strict=True, reason="verify_run lists only part-* manifests: dedup's _clusters/clusters.manifest.json "
-                                        "is never re-checked (reported, issue 10)")
 def test_verify_checks_the_dedup_clusters_file(tmp_path):
     fs = shards.filesystem(str(tmp_path))
     clusters_dir = str(tmp_path / "run" / "05_dedup" / "_clusters")

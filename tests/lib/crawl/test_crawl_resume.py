@@ -94,7 +94,7 @@ def test_sigkill_mid_crawl_then_resume(tmp_path):
                "--max-pages", "40", "--max-depth", "1000", "--delay", "0.05", "--allow-private", "127.0.0.1", "--quiet"]
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not list(out_dir.glob("part-00000.manifest.json")):
+        while time.monotonic() < deadline and not list((out_dir / "_manifests").glob("part-00000.manifest.json")):
             time.sleep(0.02)
         proc.kill()
         proc.wait()
