@@ -99,19 +99,39 @@ def dask_cluster(cfg: PipelineConfig):
         yield cfg.run.dask_address
         return
     from distributed import LocalCluster
+    from prefect.client.orchestration import get_client
 
-    with LocalCluster(**_local_cluster_kwargs(cfg)) as cluster:
+    # Task runs on the workers report to this run's API; without it each worker process would
+    # start its own temporary Prefect server (the embedded default has no PREFECT_API_URL).
+    with get_client(sync_client=True) as client:
+        api_url = str(client.api_url)
+    with LocalCluster(**_local_cluster_kwargs(cfg), env={"PREFECT_API_URL": api_url}) as cluster:
         yield cluster.scheduler_address
 
 
 def run_stage_flows(stage_flows: list, cfg: PipelineConfig, params: dict[str, Any]) -> dict[str, Any]:
-    """Run stage flows in order as subflows; on Dask, the CPU stages run on the shared cluster."""
+    """Run stage flows in order as subflows; on Dask, the CPU stages run on the shared cluster.
+
+    With Dask, ``results["dask"]`` says which workers ran how many tasks (from the scheduler's
+    task stream), so a run shows that it really was spread out.
+    """
     results: dict[str, Any] = {}
     with dask_cluster(cfg) as address:
-        for stage_flow in stage_flows:
-            if address and stage_flow.name in DASK_STAGES:
-                stage_flow = stage_flow.with_options(task_runner=task_runner(cfg, address))
-            results[stage_flow.name] = stage_flow(**params)
+        if not address:
+            for stage_flow in stage_flows:
+                results[stage_flow.name] = stage_flow(**params)
+            return results
+        from distributed import Client, get_task_stream
+
+        with Client(address) as client, get_task_stream(client) as stream:
+            for stage_flow in stage_flows:
+                if stage_flow.name in DASK_STAGES:
+                    stage_flow = stage_flow.with_options(task_runner=task_runner(cfg, address))
+                results[stage_flow.name] = stage_flow(**params)
+        per_worker: dict[str, int] = {}
+        for record in stream.data:
+            per_worker[record["worker"]] = per_worker.get(record["worker"], 0) + 1
+        results["dask"] = {"scheduler": address, "tasks_per_worker": per_worker}
     return results
 
 
