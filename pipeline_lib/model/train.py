@@ -112,6 +112,8 @@ class _Distributed:
 
     def close(self) -> None:
         if self.owns_group:
+            # Tearing down while a peer is still writing (rank 0's checkpoint, plot) aborts gloo.
+            dist.barrier()
             dist.destroy_process_group()
 
 

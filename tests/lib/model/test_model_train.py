@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -63,9 +64,7 @@ def test_resumed_run_reproduces_the_uninterrupted_losses(byte_run, tmp_path, mak
     expected = _metrics(byte_run)
 
     other = tmp_path / "other"
-    (other / "07_tokens").mkdir(parents=True)
-    for f in (byte_run / "07_tokens").iterdir():
-        (other / "07_tokens" / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(byte_run / "07_tokens", other / "07_tokens")
 
     def kill_at_step_13(row):
         if row["step"] == 13:
@@ -134,9 +133,7 @@ def test_two_process_ddp_matches_one_process_with_the_global_batch(byte_run, tmp
     expected = _metrics(byte_run)
 
     ddp_run = tmp_path / "ddp"
-    (ddp_run / "07_tokens").mkdir(parents=True)
-    for f in (byte_run / "07_tokens").iterdir():
-        (ddp_run / "07_tokens" / f.name).write_bytes(f.read_bytes())
+    shutil.copytree(byte_run / "07_tokens", ddp_run / "07_tokens")
     config = {"train": {**single.train.model_dump(mode="json"), "batch_size": 4}}
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config))
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
