@@ -242,6 +242,8 @@ def _train_loop(cfg, fs, out_dir, progress, ddp: _Distributed, stream, tokenizer
         torch.backends.cudnn.allow_tf32 = True
     ckpt_path = shards.join(out_dir, CKPT_FILE)
     T, B = model_config.block_size, tc.batch_size
+    if ddp.is_main:
+        shards.remove_temp_files(fs, out_dir)  # half-written checkpoints of a killed run
 
     torch.manual_seed(tc.seed)  # same initial weights on every rank
     model = GPT(model_config).to(device)

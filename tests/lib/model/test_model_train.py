@@ -162,3 +162,61 @@ def test_bf16_autocast_path_trains(byte_run, make_config):
     rows = _metrics(byte_run)
     assert result["steps"] == 4 and all(math.isfinite(r["loss"]) for r in rows)
     assert rows[-1]["val_loss"] is not None and math.isfinite(rows[-1]["val_loss"])
+
+
+def test_any_fsspec_filesystem_works(make_config, shard_writer, tmp_path):
+    """The same code on an object-store-like filesystem (fsspec's in-memory one: no rename)."""
+    import fsspec
+
+    local = tmp_path / "run"
+    shard_writer(str(local / "07_tokens"), [list(range(256)) * 4, list(range(100)) * 3], {"kind": "bytes"})
+    fs = fsspec.filesystem("memory")
+    fs.put(str(local / "07_tokens"), "/mem-run/07_tokens", recursive=True)
+    cfg = make_config(max_steps=3, eval_interval=3, val_fraction=0.0)
+    result = train(cfg, fs, "memory://mem-run/07_tokens", "memory://mem-run/08_train")
+    assert result["steps"] == 3 and result["val_loss"] is None
+    assert {p.rsplit("/", 1)[-1] for p in fs.ls("/mem-run/08_train", detail=False)} >= {"ckpt.pt", "metrics.parquet", "loss.png", "done.json"}
+    assert train(cfg, fs, "memory://mem-run/07_tokens", "memory://mem-run/08_train")["skipped"]
+
+
+@pytest.mark.slow
+def test_a_killed_training_process_resumes_to_the_same_losses(byte_run, tmp_path, make_config):
+    """SIGKILL a real `crawl2model train` after its first checkpoints, rerun it, and compare every
+    step's loss with an uninterrupted run."""
+    import signal
+    import time
+
+    cfg = make_config(max_steps=150, checkpoint_interval=15, eval_interval=50)
+    straight = tmp_path / "straight"
+    shutil.copytree(byte_run / "07_tokens", straight / "07_tokens")
+    _run(cfg, straight)
+    expected = _metrics(straight)
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"train": cfg.train.model_dump(mode="json")}))
+    command = [sys.executable, "-m", "crawl2model.cli", "train", "--run-dir", str(byte_run), "--config", str(tmp_path / "c.yaml")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ckpt = byte_run / "08_train" / "ckpt.pt"
+    deadline = time.monotonic() + 120
+    killed = False
+    for line in proc.stderr:  # progress lines: "step N/150 ..."
+        if ckpt.exists() and line.startswith("step") and int(line.split()[1].split("/")[0]) >= 40:
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        assert time.monotonic() < deadline
+    proc.wait(timeout=60)
+    assert killed and proc.returncode == -signal.SIGKILL
+    assert not (byte_run / "08_train" / "done.json").exists()
+
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import json
+
+    result = json.loads(done.stdout)
+    assert result["resumed_from"] and 15 <= result["resumed_from"] < 150 and result["resumed_from"] % 15 == 0
+    got = _metrics(byte_run)
+    assert [r["step"] for r in got] == list(range(1, 151))
+    for a, b in zip(got, expected):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-6), a["step"]
+    assert not list((byte_run / "08_train").glob(".tmp-*"))
