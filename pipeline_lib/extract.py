@@ -1,17 +1,28 @@
 """Main-text extraction: page rows (HTML) in, document rows (plain text + title/date/language hint) out.
 
-trafilatura does the extraction with FineWeb's setting (``favor_precision``). Two things are ours:
+trafilatura does the extraction with FineWeb's setting (``favor_precision``, no comments, tables
+kept). What is ours:
 
-* a selectolax pre-pass (``pipeline_lib.htmlclean``-style, see ``prune_html``) that drops subtrees
-  which can never be main text (scripts, styles, svg, forms, comments, inline data blobs) before
-  lxml ever parses them: less to parse, fewer nodes for trafilatura's scoring;
+* a selectolax pre-pass (``prune_html``) that drops subtrees trafilatura would delete anyway
+  (scripts, styles, svg, iframes, form controls, nav/aside/footer, inline data blobs) before lxml
+  ever parses them: less to parse, fewer nodes for trafilatura's XPath prunes;
+* trafilatura's fast mode first, and its full cascade (readability/justext comparison) only for the
+  short or structurally odd results that cascade can change (``_needs_full_cascade``);
+* title and date read with trafilatura's own metadata functions, without the author, site name,
+  categories and license lookups that cost more than the text itself (``page_metadata``);
 * a hard per-document time limit. Extraction runs in a helper *process* (one per thread using the
   stage) that the stage talks to over a pipe; when a page takes longer than ``timeout_seconds`` the
   helper is killed (SIGKILL cannot be ignored, not even by a C loop inside lxml) and restarted, the
   page is rejected with ``extract_timeout`` and the shard goes on. A signal-based alarm would only
   work in the main thread and cannot interrupt C code; a process works in Prefect's process pool
   workers, in plain threads and in tests alike. ``subprocess`` (not ``multiprocessing``) is used
-  because daemonic pool workers may not start multiprocessing children.
+  because daemonic pool workers may not start multiprocessing children. The helper also runs under
+  an address-space limit, so a page that blows up the parser is an ``extract_error``, not an OOM kill
+  of the worker.
+
+Reasons: ``extract_bad_status`` (non-2xx page), ``extract_not_html`` (another content type),
+``extract_empty`` (nothing extracted), ``extract_timeout``, ``extract_error`` (parser crash, memory).
+Measured on ../shared/data/extraction: ``crawl2model eval extraction`` and ``bench/curation.py``.
 """
 
 from __future__ import annotations
@@ -63,12 +74,11 @@ NEVER_TEXT_TAGS = ("style", "noscript", "svg", "iframe", "object", "embed", "tem
                    "menu", "menuitem", "marquee", "blink", "noindex", "area", "param", "progress", "output")
 # The boilerplate containers trafilatura also always deletes; their removal is the big saving.
 LAYOUT_TAGS = ("nav", "aside", "footer")
-# Above this many characters an inline attribute (data: URIs, serialised JSON state) is dropped.
-HUGE_ATTRIBUTE_CHARS = 2048
 # A fast-mode extraction shorter than this goes through trafilatura's full cascade (readability and
 # justext comparison): that cascade only ever replaces a short or structurally odd result, and
 # trafilatura's own "too short" line is MIN_EXTRACTED_SIZE = 250 characters.
 FULL_CASCADE_BELOW_CHARS = 500
+_HTML_TYPE = re.compile(r"html|xml", re.IGNORECASE)  # text/html, application/xhtml+xml
 _LANG_RE = re.compile(r"^[A-Za-z]{2,3}(?=$|[-_])")
 
 
@@ -115,14 +125,6 @@ def prune_html(html: str) -> tuple[str, str | None]:
         if (script.attrs.get("type") or "").strip().lower() != "application/ld+json":
             script.decompose()
     tree.strip_tags(list(NEVER_TEXT_TAGS + LAYOUT_TAGS))
-    body = tree.body
-    if body is not None:
-        for node in body.traverse(include_text=False):
-            attrs = node.attributes
-            if attrs and any(v and len(v) > HUGE_ATTRIBUTE_CHARS for v in attrs.values()):
-                for k, v in list(attrs.items()):
-                    if v and len(v) > HUGE_ATTRIBUTE_CHARS:
-                        del node.attrs[k]
     return tree.html or "", lang
 
 
@@ -365,11 +367,15 @@ class ExtractStage(Stage):
     def process(self, table: pa.Table) -> StageResult:
         htmls = table.column("html").to_pylist() if "html" in table.column_names else [None] * table.num_rows
         urls = table.column("url").to_pylist()
-        statuses = table.column("status").to_pylist() if "status" in table.column_names else [None] * len(urls)
+        n = len(urls)
+        statuses = table.column("status").to_pylist() if "status" in table.column_names else [None] * n
+        types = table.column("content_type").to_pylist() if "content_type" in table.column_names else [None] * n
         results = []
-        for html, url, status in zip(htmls, urls, statuses):
+        for html, url, status, content_type in zip(htmls, urls, statuses, types):
             if status is not None and not 200 <= status < 300:
                 results.append({"reason": "extract_bad_status"})
+            elif content_type and not _HTML_TYPE.search(content_type):
+                results.append({"reason": "extract_not_html", "detail": content_type[:100]})
             else:
                 results.append(self.extract_one(html, url))
         return build_result(table, results)

@@ -18,7 +18,6 @@ import pyarrow as pa
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.stage import Stage, StageResult
 
-_WHITESPACE = re.compile(r"\s+")
 _LABEL = "__label__"
 TOP_K = 5  # how many of the model's labels the script check may choose from
 
@@ -54,23 +53,24 @@ def load_model(path: str):
 def normalize(text: str, lowercase: bool = True) -> str:
     """One line, single spaces (fastText reads one line and splits on whitespace), lowercased:
     lid.176 is more accurate on lowercased text (capitalised words look like names to it)."""
-    line = _WHITESPACE.sub(" ", text).strip()
+    line = " ".join(text.split())
     return line.lower() if lowercase else line
 
 
 def script_allows(lang: str, text: str) -> bool:
     """False where the writing system rules ``lang`` out for ``text``."""
+    if text.isascii():  # most of the web: no script evidence beyond "not Japanese"
+        return lang != "ja"
     if _KANA.search(text):
         return lang == "ja"
     if lang == "ja":
         return False  # Han characters without a single kana: Chinese
-    hangul = len(_HANGUL.findall(text))
-    if hangul and 2 * hangul >= len(_LETTER.findall(text)):
-        return lang == "ko"
-    if lang == "ru" and _UK_ONLY.search(text) and not _RU_ONLY.search(text):
-        return False
-    if lang == "uk" and _RU_ONLY.search(text) and not _UK_ONLY.search(text):
-        return False
+    if lang != "ko" and _HANGUL.search(text):
+        return 2 * len(_HANGUL.findall(text)) < len(_LETTER.findall(text))
+    if lang == "ru":
+        return not (_UK_ONLY.search(text) and not _RU_ONLY.search(text))
+    if lang == "uk":
+        return not (_RU_ONLY.search(text) and not _UK_ONLY.search(text))
     return True
 
 
@@ -89,19 +89,25 @@ class LanguageIdentifier:
         self.lowercase = lowercase
         self.script_check = script_check
         self.candidates = set(candidates or ())
-        self.k = 176 if self.candidates else (TOP_K if script_check else 1)
+
+    def _ranked(self, line: str, k: int) -> list[tuple[str, float]]:
+        labels, scores = self.model.predict(line, k=k)
+        return [(label[len(_LABEL):], min(1.0, float(score))) for label, score in zip(labels, scores)]
 
     def predict_one(self, text: str | None) -> tuple[str | None, float]:
-        line = _WHITESPACE.sub(" ", text).strip() if text else ""
+        line = " ".join(text.split()) if text else ""  # str.split: any Unicode whitespace
         if not line:
             return None, 0.0
-        labels, scores = self.model.predict(line.lower() if self.lowercase else line, k=self.k)
-        ranked = [(label[len(_LABEL):], min(1.0, float(score))) for label, score in zip(labels, scores)]
+        query = line.lower() if self.lowercase else line
+        ranked = self._ranked(query, 176 if self.candidates else 1)
         if not ranked:
             return None, 0.0
         if self.candidates:
             ranked = [r for r in ranked if r[0] in self.candidates] or ranked
-        if self.script_check:
+        if self.script_check and not script_allows(ranked[0][0], line):
+            # Rare: only then ask for more labels and take the best one the script allows.
+            if not self.candidates:
+                ranked = self._ranked(query, TOP_K)
             ranked = [r for r in ranked if script_allows(r[0], line)] or ranked
         return ranked[0]
 

