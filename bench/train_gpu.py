@@ -47,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 30 GPU / 3 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 8 GPU / 1 CPU)")
     p.add_argument("--no-compile", action="store_true", help="eager mode (compile is on by default on CUDA)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the eager (uncompiled) comparison run")
     p.add_argument("--peak-flops", type=float, default=None, help="per-device peak FLOP/s (default: known GPU table)")
     return p.parse_args()
 
@@ -90,6 +91,38 @@ def run_steps(step_model, model, optimizer, batch_size, cfg, device, n: int) -> 
     return time.perf_counter() - start
 
 
+def measure(preset_name: str, seq_len: int | None, device: torch.device, compile_model: bool,
+            batch_size: int, warmup: int, steps: int) -> dict:
+    """Build, warm up (compiling), then time; halves the batch on out-of-memory."""
+    t0 = time.perf_counter()
+    while True:
+        try:
+            cfg, model, step_model, optimizer = build(preset_name, seq_len, device, compile_model)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            run_steps(step_model, model, optimizer, batch_size, cfg, device, warmup)  # compile happens here
+            warmup_s = time.perf_counter() - t0
+            seconds = run_steps(step_model, model, optimizer, batch_size, cfg, device, steps)
+            break
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise
+            print(f"out of memory at batch {batch_size}; halving", file=sys.stderr)
+            model = step_model = optimizer = None
+            torch.cuda.empty_cache()
+            batch_size //= 2
+    out = {
+        "params": model.num_params(), "batch_size": batch_size, "seq_len": cfg.block_size,
+        "flops_per_token": model.flops_per_token(cfg.block_size), "warmup_s": round(warmup_s, 2),
+        "step_ms": round(1000 * seconds / steps, 2), "tokens_per_s": batch_size * cfg.block_size * steps / seconds,
+        "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 2) if device.type == "cuda" else None,
+    }
+    del model, step_model, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return out
+
+
 def main() -> int:
     args = parse_args()
     cpu = args.cpu_smoke or not torch.cuda.is_available()
@@ -110,35 +143,25 @@ def main() -> int:
     else:
         batch_size = 64 if torch.cuda.get_device_properties(device).total_memory >= 70e9 else 16
 
-    t0 = time.perf_counter()
-    while True:
-        try:
-            cfg, model, step_model, optimizer = build(preset_name, args.seq_len, device, compile_model)
-            run_steps(step_model, model, optimizer, batch_size, cfg, device, warmup)  # compile happens here
-            warmup_s = time.perf_counter() - t0
-            seconds = run_steps(step_model, model, optimizer, batch_size, cfg, device, steps)
-            break
-        except torch.OutOfMemoryError:
-            if batch_size == 1:
-                raise
-            print(f"out of memory at batch {batch_size}; halving", file=sys.stderr)
-            del model, step_model, optimizer
-            torch.cuda.empty_cache()
-            batch_size //= 2
-
-    tokens_per_s = batch_size * cfg.block_size * steps / seconds
     peak = device_peak(args, device)
-    flops_per_token = model.flops_per_token(cfg.block_size)
+    ours = measure(preset_name, args.seq_len, device, compile_model, batch_size, warmup, steps)
+    # The same model and step without torch.compile: what a plain PyTorch loop gets, in the same run.
+    eager = None
+    if compile_model and not args.no_baseline:
+        eager = measure(preset_name, args.seq_len, device, False, ours["batch_size"], 3, min(steps, 10))
+    flops_per_token = ours["flops_per_token"]
+    tokens_per_s = ours["tokens_per_s"]
     mfu = flops_per_token * tokens_per_s / peak if peak else None
     result = {
         "bench": "train_gpu",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "preset": preset_name, "params": model.num_params(), "batch_size": batch_size, "seq_len": cfg.block_size,
+        "preset": preset_name, "params": ours["params"], "batch_size": ours["batch_size"], "seq_len": ours["seq_len"],
         "dtype": "bfloat16" if device.type == "cuda" else "float32", "compile": compile_model,
-        "warmup_steps": warmup, "warmup_s": round(warmup_s, 2), "timed_steps": steps,
-        "step_ms": round(1000 * seconds / steps, 2),
-        "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 2) if device.type == "cuda" else None,
-        "flops_per_token": flops_per_token, "peak_flops": peak,
+        "warmup_steps": warmup, "warmup_s": ours["warmup_s"], "timed_steps": steps, "step_ms": ours["step_ms"],
+        "peak_memory_gb": ours["peak_memory_gb"], "flops_per_token": flops_per_token, "peak_flops": peak,
+        "eager_tokens_per_s": eager["tokens_per_s"] if eager else None,
+        "eager_mfu": round(flops_per_token * eager["tokens_per_s"] / peak, 4) if eager and peak else None,
+        "speedup_vs_eager": round(tokens_per_s / eager["tokens_per_s"], 3) if eager else None,
         "reference": {"llm.c_gpt2_124m_h100_mfu": LLMC_H100_MFU, "goal_mfu": GOAL_MFU},
         "mfu_vs_llmc": round(mfu / LLMC_H100_MFU, 3) if mfu else None,
         "tokens_per_s": round(tokens_per_s, 1),

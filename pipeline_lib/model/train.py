@@ -35,7 +35,7 @@ from pipeline_lib import shards
 from pipeline_lib.config import PipelineConfig, TrainConfig
 from pipeline_lib.model import data as token_data
 from pipeline_lib.model.gpt import GPT, preset
-from pipeline_lib.model.sample import pick_device, read_checkpoint, tokenizer_from_spec
+from pipeline_lib.model.sample import read_checkpoint, tokenizer_from_spec
 from pipeline_lib.model.tokenizer_spec import resolve_tokenizer_spec
 
 CKPT_FILE = "ckpt.pt"
@@ -82,6 +82,16 @@ def peak_flops(tc: TrainConfig, device: torch.device) -> float | None:
     return None
 
 
+def resolve_device(name: str, local_rank: int, cuda_available: bool) -> torch.device:
+    """The device of this process, always with an index on CUDA (set_device, DDP and the RNG calls
+    need one): each torchrun process takes the GPU of its LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if cuda_available else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    return torch.device(name)
+
+
 class _Distributed:
     """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK), or a single process."""
 
@@ -90,9 +100,7 @@ class _Distributed:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.owns_group = False
-        if device_name == "auto" and torch.cuda.is_available():
-            device_name = f"cuda:{self.local_rank}" if self.world_size > 1 else "cuda"
-        self.device = pick_device(device_name)
+        self.device = resolve_device(device_name, self.local_rank, torch.cuda.is_available())
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if self.world_size > 1 and not dist.is_initialized():

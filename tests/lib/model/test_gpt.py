@@ -104,3 +104,13 @@ def test_flops_per_token_counts_six_per_parameter_plus_attention():
     model = small_model()
     n = model.num_params(include_position=False)
     assert model.flops_per_token(16) == 6 * n + 12 * 2 * 16 * 32
+
+
+def test_each_process_gets_an_indexed_device():
+    from pipeline_lib.model.train import resolve_device
+
+    assert resolve_device("auto", 3, cuda_available=True) == torch.device("cuda:3")
+    assert resolve_device("cuda", 1, cuda_available=True) == torch.device("cuda:1")
+    assert resolve_device("cuda:5", 1, cuda_available=True) == torch.device("cuda:5")
+    assert resolve_device("auto", 0, cuda_available=False) == torch.device("cpu")
+    assert resolve_device("cpu", 2, cuda_available=True) == torch.device("cpu")
