@@ -1,7 +1,8 @@
 """Language identification on labelled sentences: macro/micro accuracy and accuracy per language.
 
 Reads ``LANG.txt`` files (one sentence per line; the file name is the ISO 639-1 code). By default it
-runs the pipeline's identifier as configured by default (lowercasing + script check);
+runs the pipeline's identifier as configured by default (whitespace normalised + script check);
+``--lowercase`` adds lowercasing (better on sentences, see ``pipeline_lib.langid.normalize``);
 ``--plain`` runs lid.176 as the libraries do (whitespace normalised only) for comparison.
 ``--restrict`` limits answers to the languages present in the folder: not what the pipeline does on
 a crawl, reported separately because it is a different (easier) task.
@@ -18,8 +19,8 @@ from pipeline_lib.evaluate.metrics import accuracy_scores
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="folder of LANG.txt files (e.g. ../shared/data/langid)")
-    parser.add_argument("--plain", action="store_true", help="plain lid.176: no lowercasing, no script check")
-    parser.add_argument("--no-lowercase", action="store_true")
+    parser.add_argument("--plain", action="store_true", help="plain lid.176: no script check, no lowercasing")
+    parser.add_argument("--lowercase", action="store_true", help="lowercase before predicting")
     parser.add_argument("--no-script-check", action="store_true")
     parser.add_argument("--restrict", action="store_true", help="only the folder's languages may be answered")
     parser.add_argument("--model", default=None, help="lid.176 .ftz/.bin (default: the packaged .ftz)")
@@ -39,7 +40,7 @@ def load_sentences(folder: str | Path, limit: int | None = None) -> list[tuple[s
     return items
 
 
-def run(items: list[tuple[str, str, str]], lowercase: bool = True, script_check: bool = True,
+def run(items: list[tuple[str, str, str]], lowercase: bool = False, script_check: bool = True,
         restrict: bool = False, model_path: str | None = None) -> tuple[dict, list[dict]]:
     from pipeline_lib.langid import LanguageIdentifier
 
@@ -61,6 +62,6 @@ def run(items: list[tuple[str, str, str]], lowercase: bool = True, script_check:
 
 def evaluate(args: argparse.Namespace) -> tuple[dict, list[dict]]:
     items = load_sentences(args.path, args.limit)
-    return run(items, lowercase=not (args.plain or args.no_lowercase),
+    return run(items, lowercase=args.lowercase and not args.plain,
                script_check=not (args.plain or args.no_script_check), restrict=args.restrict,
                model_path=args.model)
