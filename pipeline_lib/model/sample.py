@@ -69,6 +69,14 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
         return tokenizer.encode(text)
 
 
+def start_token(tokenizer) -> int:
+    """What an empty prompt starts from: end-of-text, the boundary every document follows."""
+    try:
+        return int(tokenizer.eot_token)
+    except (AttributeError, KeyError):
+        return 0
+
+
 def token_text(tokenizer, token_id: int) -> str:
     try:
         return tokenizer.decode_single_token_bytes(token_id).decode("utf-8", errors="replace")
@@ -147,9 +155,7 @@ def generate(model: GPT, prompt_ids: list[int], max_new_tokens: int, temperature
 
 def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 100, temperature: float = 1.0,
                   top_k: int | None = None, seed: int | None = None) -> str:
-    ids = encode_prompt(tokenizer, prompt)
-    if not ids:  # an empty prompt starts from end-of-text, the boundary every document follows
-        ids = [getattr(tokenizer, "eot_token", 0)]
+    ids = encode_prompt(tokenizer, prompt) or [start_token(tokenizer)]
     return tokenizer.decode(generate(model, ids, max_new_tokens, temperature, top_k, seed))
 
 
@@ -167,7 +173,7 @@ class TokenProb:
 def next_token_distribution(model: GPT, tokenizer, prompt: str) -> torch.Tensor:
     """P(next token | prompt) over the real vocabulary (sums to 1)."""
     device = next(model.parameters()).device
-    ids = encode_prompt(tokenizer, prompt) or [getattr(tokenizer, "eot_token", 0)]
+    ids = encode_prompt(tokenizer, prompt) or [start_token(tokenizer)]
     logits = _real_vocab_logits(model, torch.tensor([ids], dtype=torch.long, device=device))
     return F.softmax(logits, dim=-1)[0].cpu()
 

@@ -118,8 +118,8 @@ class _Distributed:
         dist.all_reduce(t)  # SUM: gloo has no AVG
         return float(t) / self.world_size
 
-    def close(self) -> None:
-        if self.owns_group:
+    def close(self, wait_for_peers: bool) -> None:
+        if self.owns_group and wait_for_peers:
             # Tearing down while a peer is still writing (rank 0's checkpoint, plot) aborts gloo.
             dist.barrier()
             dist.destroy_process_group()
@@ -237,9 +237,12 @@ def train(cfg: PipelineConfig, fs, token_dir: str, out_dir: str,
                          f"vocabulary of {vocab_size}; the shards were made with another tokenizer")
     ddp = _Distributed(tc.device)
     try:
-        return _train_loop(cfg, fs, out_dir, progress, ddp, stream, tokenizer_spec, model_config, fp, started)
-    finally:
-        ddp.close()
+        result = _train_loop(cfg, fs, out_dir, progress, ddp, stream, tokenizer_spec, model_config, fp, started)
+    except BaseException:
+        ddp.close(wait_for_peers=False)  # the peers may be stuck in a collective; torchrun ends them
+        raise
+    ddp.close(wait_for_peers=True)
+    return result
 
 
 def _train_loop(cfg, fs, out_dir, progress, ddp: _Distributed, stream, tokenizer_spec, model_config, fp, started):

@@ -103,3 +103,10 @@ def test_train_command_trains_on_a_run_dirs_token_shards(byte_run, tmp_path, cap
     assert result["steps"] == 3 and (byte_run / "08_train" / "ckpt.pt").is_file()
     assert main(["train", "--run-dir", str(byte_run), "--config", str(config)]) == 0
     assert json.loads(capsys.readouterr().out)["skipped"] is True
+
+
+def test_an_empty_prompt_starts_from_end_of_text(checkpoint):
+    model, tokenizer, _ = load_checkpoint(checkpoint[1], device="cpu")
+    assert generate_text(model, tokenizer, "", max_new_tokens=10, seed=1) == generate_text(
+        model, tokenizer, "", max_new_tokens=10, seed=1)
+    assert float(next_token_distribution(model, tokenizer, "").sum()) == pytest.approx(1.0, abs=1e-5)
