@@ -40,6 +40,9 @@ REQUIREMENTS = [
     "faust-cchardet==2.1.19",  # imported by WarcReader's record parser
     "python-magic==0.4.27",  # imported by WarcReader's record parser (uses the system libmagic)
     "psutil==7.2.2",  # peak-memory reporting from the bench driver
+    "lxml_html_clean==0.4.6",  # trafilatura 1.x's justext fallback imports lxml.html.clean
+    "orjson==3.13.0",  # JsonlReader/JsonlWriter (datatrove's "io" extra, without its heavy `datasets`)
+    "aiohttp==3.14.5",  # fsspec's http filesystem: datatrove parses its (pre-seeded) asset URLs with it
 ]
 
 
@@ -103,9 +106,13 @@ def seed_offline_assets(cache_home: Path) -> dict[str, str]:
     """
     lid_dir = cache_home / "assets" / "datatrove" / "lid" / "ft176"
     lid_dir.mkdir(parents=True, exist_ok=True)
-    target = lid_dir / "dl.fbaipublicfiles.com_fasttext_supervised-models_lid.176.bin"
+    # fsspec's http filesystem keeps the scheme when "stripping" the protocol: the cached name is
+    # "https:__dl.fbaipublicfiles.com_...". A "<name>.completed" marker says the download finished.
+    name = "https:__dl.fbaipublicfiles.com_fasttext_supervised-models_lid.176.bin"
+    target = lid_dir / name
     if not target.exists():
         os.symlink(fasttext_model_source(), target)
+    (lid_dir / f"{name}.completed").touch()
     return {"HF_HOME": str(cache_home), "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
 
 

@@ -14,12 +14,18 @@ file; ``--workers`` processes. Prints one JSON object: seconds per stage and doc
 
 from __future__ import annotations
 
-import argparse
-import glob
-import json
 import os
-import shutil
-import time
+import sys
+
+# bench/ holds scripts named like standard modules (bench/tokenize.py); keep them off sys.path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
 
 
 def main() -> None:
@@ -56,10 +62,16 @@ def main() -> None:
         LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, logging_dir=f"{out}/logs/{name}", **common).run()
         seconds[name] = round(time.perf_counter() - t0, 3)
 
+    from tldextract import TLDExtract
+
+    url_filter = URLFilter()
+    # Its default TLDExtract fetches the public-suffix list over the network; use the bundled snapshot,
+    # as crawl2model does (no egress, no timeouts on an offline machine).
+    url_filter.tldextractor = TLDExtract(suffix_list_urls=())
     t_all = time.perf_counter()
     run("filtering", [
         WarcReader(args.warc_dir, glob_pattern="*.warc.gz", default_metadata={"dump": "bench"}),
-        URLFilter(),
+        url_filter,
         Trafilatura(favour_precision=True, timeout=args.extract_timeout),
         LanguageFilter(languages=["en"], language_threshold=0.65),
         GopherRepetitionFilter(),

@@ -213,7 +213,6 @@ def run_facts(run_dir: Path) -> dict:
         data = [json.loads(m.read_text()) for m in manifests]
         stage_seconds[stage] = round(sum(d.get("seconds", 0.0) for d in data), 2)
         kept[stage] = sum(d.get("counters", {}).get("kept", 0) for d in data)
-    fs = shards.filesystem(str(run_dir))
     tok_dir = str(run_dir / "07_tokens")
     n_tokens = [n for name in shards.list_shards(fs, tok_dir)
                 for n in shards.read_verified(fs, tok_dir, name, columns=["n_tokens"]).column("n_tokens").to_pylist()]

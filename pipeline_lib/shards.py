@@ -238,9 +238,19 @@ def verify_stage_dir(fs, stage_dir: str) -> list[str]:
 
 
 def remove_temp_files(fs, stage_dir: str) -> int:
-    """Delete leftovers of killed writes (``.tmp-*``); they are never read as shards."""
+    """Delete leftovers of killed writes (``.tmp-*``); they are never read as shards.
+
+    Looks in the stage folder and in its private ``_*`` subfolders: ``_rejected``, ``_manifests``
+    and dedup's ``_signatures``/``_clusters`` (each with its own ``_manifests``), where a kill
+    mid-write leaves temp files too.
+    """
     removed = 0
-    for sub in (stage_dir, join(stage_dir, REJECTED_DIR), join(stage_dir, MANIFEST_DIR)):
+    subs = [stage_dir]
+    for sub in subs:  # grows while walking: private folders nest (05_dedup/_signatures/_manifests)
+        base = _strip(fs, sub)
+        if fs.exists(base):
+            subs.extend(p for p in fs.ls(base, detail=False) if p.rsplit("/", 1)[-1].startswith("_") and fs.isdir(p))
+    for sub in subs:
         base = _strip(fs, sub)
         if not fs.exists(base):
             continue

@@ -123,6 +123,21 @@ def test_verify_checks_the_dedup_clusters_file(tmp_path):
     assert any(str(victim) in p for p in verify_run(fs, str(tmp_path / "run")))
 
 
+def test_killed_writes_in_dedup_subfolders_are_cleared(tmp_path):
+    """A kill during dedup's signature or cluster writes leaves temp files there too."""
+    fs = shards.filesystem(str(tmp_path))
+    stage = tmp_path / "run" / "05_dedup"
+    leftovers = [stage / "_signatures" / ".tmp-1-part-00002.parquet", stage / "_clusters" / ".tmp-2-part-00000.parquet",
+                 stage / "_signatures" / "_manifests" / ".tmp-3-part-00002.manifest.json",
+                 stage / "_rejected" / ".tmp-4-part-00000.parquet", stage / ".tmp-5-part-00001.parquet"]
+    keep = stage / "_signatures" / "part-00001.parquet"
+    for p in leftovers + [keep]:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"half")
+    assert shards.remove_temp_files(fs, str(stage)) == len(leftovers)
+    assert [p for p in stage.rglob("*") if p.is_file()] == [keep]
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 1 MiB tmpfs when this process may mount one (root in a container), else None."""

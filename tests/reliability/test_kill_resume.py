@@ -7,7 +7,7 @@ match an uninterrupted run of the same config: the same document ids and texts a
 tokens; every shard finished before the kill is left untouched (not written twice); no temporary
 file is listed by a manifest or left behind; ``crawl2model verify`` passes.
 
-    KILL_RESUME_TRIALS=5 .venv/bin/pytest tests/reliability/test_kill_resume.py -m slow   # full mode
+    KILL_RESUME_TRIALS=5 .venv/bin/pytest tests/reliability/test_kill_resume.py -m slow   # full mode (CI: 2)
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import yaml
 from pipeline_lib import shards
 from tests.e2e.support import REPO, cli_env, write_small_config
 
-TRIALS = int(os.environ.get("KILL_RESUME_TRIALS", "5"))
+TRIALS = int(os.environ.get("KILL_RESUME_TRIALS", "2"))  # CI default; 5+ for the full proof
 SEED = int(os.environ.get("KILL_RESUME_SEED", "20261129"))
 RUN_TIMEOUT = 900
 # Kill points: the first manifest of a stage folder, or a delay after start (seconds).
@@ -79,7 +79,9 @@ def reference(kill_config) -> dict:
 
 
 def _manifests(run_dir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*.manifest.json")}
+    # Training (08_train) resumes from its checkpoints by design; the shard stages are under test.
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*.manifest.json")
+            if not str(p.relative_to(run_dir)).startswith("08_train")}
 
 
 def _listed_files(run_dir: Path, manifests: dict[str, bytes]) -> dict[str, tuple[int, int, int]]:
@@ -87,6 +89,8 @@ def _listed_files(run_dir: Path, manifests: dict[str, bytes]) -> dict[str, tuple
     out = {}
     for rel, blob in manifests.items():
         stage_dir = (run_dir / rel).parent
+        if stage_dir.name == shards.MANIFEST_DIR:  # <stage>/_manifests/part-N.manifest.json
+            stage_dir = stage_dir.parent
         for entry in json.loads(blob).get("files", {}).values():
             p = stage_dir / entry["path"]
             if p.exists():
