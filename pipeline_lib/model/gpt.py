@@ -81,15 +81,21 @@ class CausalSelfAttention(nn.Module):
         self.proj.is_residual_projection = True
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         B, T, C = x.shape
         head_dim = C // self.n_head
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.n_head, head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_head, head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_head, head_dim).transpose(1, 2)
-        # Flash / memory-efficient kernels on GPU; the causal mask never materialises.
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        if cache is not None:  # generation: keys and values of earlier positions are kept, not redone
+            if "k" in cache:
+                k = torch.cat([cache["k"], k], dim=2)  # (B, H, past + T, D)
+                v = torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        # Flash / memory-efficient kernels on GPU; the causal mask never materialises. One new token
+        # after cached ones may see all of them, so the mask is only needed when q and k align.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T == k.size(2),
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.proj(y))
@@ -117,8 +123,8 @@ class Block(nn.Module):
         self.ln_mlp = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_attn(x))
+    def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_attn(x), cache)
         return x + self.mlp(self.ln_mlp(x))
 
 
@@ -150,20 +156,30 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx (B, T) token ids -> logits (B, T, padded_vocab); loss when targets (B, T) are given."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: list[dict] | None = None):
+        """idx (B, T) token ids -> logits (B, T, padded_vocab); loss when targets (B, T) are given.
+
+        ``kv_cache`` (one dict per block, from ``new_kv_cache``) is for generation: the first call
+        fills it from the prompt, each later call passes only the single newest token.
+        """
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens exceeds the context of {self.config.block_size}")
-        positions = torch.arange(T, device=idx.device)
+        past = kv_cache[0]["k"].size(2) if kv_cache and "k" in kv_cache[0] else 0
+        if past and T != 1:
+            raise ValueError("with a filled kv_cache, pass one new token at a time")
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of {past + T} tokens exceeds the context of {self.config.block_size}")
+        positions = torch.arange(past, past + T, device=idx.device)
         x = self.embed_dropout(self.token_embedding(idx) + self.position_embedding(positions))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, kv_cache[i] if kv_cache is not None else None)
         logits = self.lm_head(self.ln_final(x))  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
+
+    def new_kv_cache(self) -> list[dict]:
+        return [{} for _ in self.blocks]
 
     def num_params(self, include_position: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())  # tied weights are counted once

@@ -118,38 +118,52 @@ def load_checkpoint(path: str, device: str = "auto", fs=None) -> tuple[GPT, Any,
 # Generation
 
 
-def _real_vocab_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+def _real_vocab_logits(model: GPT, idx: torch.Tensor, kv_cache: list[dict] | None = None) -> torch.Tensor:
     """Last-position logits over the tokenizer's real vocabulary (padding rows cut off)."""
-    context = idx[:, -model.config.block_size:]
-    logits, _ = model(context)
+    logits, _ = model(idx, kv_cache=kv_cache)
     return logits[:, -1, : model.config.vocab_size].float()
 
 
 @torch.no_grad()
 def generate(model: GPT, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, seed: int | None = None, stop_token: int | None = None) -> list[int]:
+             top_k: int | None = None, seed: int | None = None, stop_token: int | None = None,
+             use_cache: bool = True) -> list[int]:
     """Autoregressive sampling; temperature 0 is greedy. A seed makes the output reproducible
-    (its own generator, so the global RNG is left alone)."""
+    (its own generator, so the global RNG is left alone).
+
+    With ``use_cache`` each step feeds only the newest token (keys and values of the earlier ones
+    are cached) until the context is full; from then on every step re-reads the last
+    ``block_size`` tokens, the same sliding window as without the cache.
+    """
     device = next(model.parameters()).device
+    block_size = model.config.block_size
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())
-    idx = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+    context = list(prompt_ids)[-block_size:]
+    cache = model.new_kv_cache() if use_cache else None
+    logits = _real_vocab_logits(model, torch.tensor([context], dtype=torch.long, device=device), cache)
     out: list[int] = []
-    for _ in range(max_new_tokens):
-        logits = _real_vocab_logits(model, idx)
+    for i in range(max_new_tokens):
         if temperature <= 0:
             next_id = logits.argmax(dim=-1, keepdim=True)
         else:
-            logits = logits / temperature
-            if top_k is not None and top_k < logits.size(-1):
-                kth = torch.topk(logits, top_k).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            scaled = logits / temperature
+            if top_k is not None and top_k < scaled.size(-1):
+                kth = torch.topk(scaled, top_k).values[:, -1:]
+                scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+            next_id = torch.multinomial(F.softmax(scaled, dim=-1), 1, generator=generator)
         token = int(next_id)
         if stop_token is not None and token == stop_token:
             break
         out.append(token)
-        idx = torch.cat([idx, next_id], dim=1)
+        if i == max_new_tokens - 1:
+            break
+        context.append(token)
+        if cache is not None and len(context) <= block_size:
+            logits = _real_vocab_logits(model, next_id.view(1, 1), cache)
+        else:
+            context = context[-block_size:]
+            logits = _real_vocab_logits(model, torch.tensor([context], dtype=torch.long, device=device))
     return out
 
 
@@ -173,7 +187,7 @@ class TokenProb:
 def next_token_distribution(model: GPT, tokenizer, prompt: str) -> torch.Tensor:
     """P(next token | prompt) over the real vocabulary (sums to 1)."""
     device = next(model.parameters()).device
-    ids = encode_prompt(tokenizer, prompt) or [start_token(tokenizer)]
+    ids = (encode_prompt(tokenizer, prompt) or [start_token(tokenizer)])[-model.config.block_size:]
     logits = _real_vocab_logits(model, torch.tensor([ids], dtype=torch.long, device=device))
     return F.softmax(logits, dim=-1)[0].cpu()
 

@@ -114,3 +114,27 @@ def test_each_process_gets_an_indexed_device():
     assert resolve_device("cuda:5", 1, cuda_available=True) == torch.device("cuda:5")
     assert resolve_device("auto", 0, cuda_available=False) == torch.device("cpu")
     assert resolve_device("cpu", 2, cuda_available=True) == torch.device("cpu")
+
+
+def test_kv_cache_gives_the_same_logits_as_recomputing():
+    model = small_model().eval()
+    idx = torch.randint(0, 97, (1, 10))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = model.new_kv_cache()
+        first, _ = model(idx[:, :6], kv_cache=cache)
+        steps = [model(idx[:, t:t + 1], kv_cache=cache)[0] for t in range(6, 10)]
+    assert torch.allclose(first, full[:, :6], atol=1e-5)
+    assert torch.allclose(torch.cat(steps, dim=1), full[:, 6:], atol=1e-5)
+    with pytest.raises(ValueError, match="one new token"):
+        model(idx[:, :2], kv_cache=cache)
+
+
+def test_cached_generation_matches_uncached_across_a_full_context():
+    from pipeline_lib.model.sample import generate
+
+    model = small_model(seed=3).eval()
+    prompt = torch.randint(0, 97, (12,)).tolist()
+    # 12 + 20 tokens overflow the 16-token context: both paths slide the same window.
+    assert generate(model, prompt, 20, temperature=0) == generate(model, prompt, 20, temperature=0, use_cache=False)
+    assert generate(model, prompt, 20, seed=5) == generate(model, prompt, 20, seed=5, use_cache=False)
