@@ -99,17 +99,17 @@ def main() -> None:
         path = f"{out}/logs/{name}/stats.json"
         return json.load(open(path)) if os.path.exists(path) else []
 
-    def count(step_stats: list[dict], key: str) -> int:
-        return int(sum(v.get("total", 0) if isinstance(v, dict) else v for s in step_stats
-                       for k, v in s.get("stats", {}).items() if k == key))
+    def value(step: dict, key: str, field: str | None = None) -> int:
+        v = step.get("stats", {}).get(key, 0)
+        return int(v.get(field or "total", 0) if isinstance(v, dict) else v)
 
     filtering = stats("filtering")
     final = stats("minhash_filter_pii_tokens")
-    reader_docs = count(filtering[:1], "documents")
-    kept_filtering = count(filtering[-1:], "documents")
-    tokens = sum(int(v.get("total", 0)) if isinstance(v, dict) else int(v) for s in final[-1:]
-                 for k, v in s.get("stats", {}).items() if k == "tokens")
-    kept_final = count(final[-1:], "documents")
+    reader_docs = value(filtering[0], "documents") if filtering else 0
+    kept_filtering = value(filtering[-1], "total") if filtering else 0
+    dedup_step = next((s for s in final if "MinHash" in s.get("name", "")), {})
+    kept_final = value(dedup_step, "forwarded")
+    tokens = value(final[-1], "tokens") if final else 0
     print(json.dumps({"seconds": seconds, "wall_seconds": round(wall, 3), "warc_files": n_files,
                       "documents_read": reader_docs, "kept_after_filters": kept_filtering,
                       "kept_after_dedup": kept_final, "tokens": tokens}))

@@ -205,12 +205,13 @@ def run_facts(run_dir: Path) -> dict:
     """Documents and tokens out, and the task seconds per stage, from the manifests."""
     from pipeline_lib import shards
 
+    fs = shards.filesystem(str(run_dir))
     stage_seconds, kept = {}, {}
     for stage in SHARD_STAGES:
-        manifests = list((run_dir / stage / "_manifests").glob("*.manifest.json"))
-        if not manifests:
+        d = str(run_dir / stage)
+        data = [shards.load_manifest(fs, d, name) for name in shards.list_manifests(fs, d)]
+        if not data:
             continue
-        data = [json.loads(m.read_text()) for m in manifests]
         stage_seconds[stage] = round(sum(d.get("seconds", 0.0) for d in data), 2)
         kept[stage] = sum(d.get("counters", {}).get("kept", 0) for d in data)
     tok_dir = str(run_dir / "07_tokens")
@@ -218,6 +219,49 @@ def run_facts(run_dir: Path) -> dict:
                 for n in shards.read_verified(fs, tok_dir, name, columns=["n_tokens"]).column("n_tokens").to_pylist()]
     return {"task_seconds_by_stage": stage_seconds, "task_seconds_total": round(sum(stage_seconds.values()), 2),
             "documents_by_stage": kept, "kept_final": len(n_tokens), "tokens": int(sum(n_tokens))}
+
+
+def prefect_probe(n_tasks: int) -> None:
+    """Prefect's own costs with no work: import, embedded server start, one flow, n empty tasks."""
+    t0 = time.perf_counter()
+    from crawl2model.env import configure_environment
+
+    configure_environment()
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    t_import = time.perf_counter()
+
+    @task(cache_policy=NO_CACHE, persist_result=False)
+    def empty(i: int) -> int:
+        return i
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=4))
+    def probe(n: int) -> list:
+        return [f.result() for f in [empty.submit(i) for i in range(n)]]
+
+    t1 = time.perf_counter()
+    probe(0)
+    t_first_flow = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    probe(n_tasks)
+    t_tasks = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    probe(0)
+    t_empty_flow = time.perf_counter() - t3
+    print(json.dumps({"import_seconds": round(t_import - t0, 2),
+                      "first_flow_with_server_start_seconds": round(t_first_flow, 2),
+                      "empty_flow_seconds": round(t_empty_flow, 3),
+                      "flow_with_n_empty_tasks_seconds": round(t_tasks, 3), "n_tasks": n_tasks}))
+
+
+def run_prefect_probe(n_tasks: int, tmp: Path) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--prefect-probe", str(n_tasks)], cwd=ROOT, env=ours_env(tmp),
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-1500:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- theirs
@@ -244,10 +288,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--skip-datatrove", action="store_true")
     ap.add_argument("--skip-direct", action="store_true")
+    ap.add_argument("--no-prefect-probe", action="store_true", help="skip measuring Prefect's fixed/per-task costs")
     ap.add_argument("--direct", help=argparse.SUPPRESS)
+    ap.add_argument("--prefect-probe", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.direct:
         direct_pipeline(args.direct)
+        return
+    if args.prefect_probe is not None:
+        prefect_probe(args.prefect_probe)
         return
     extraction = SHARED / "extraction"
     if not extraction.is_dir():
@@ -284,6 +333,9 @@ def main() -> None:
             row["datatrove"] = theirs
             row["ratio_ours_over_datatrove"] = round(row["ours"]["docs_per_s"] / theirs["docs_per_s"], 3)
         result["by_workers"][str(w)] = row
+    if not args.no_prefect_probe:
+        # Where orchestration time goes: fixed (import, server start, flow runs) vs per task run.
+        result["prefect_probe"] = run_prefect_probe(200, OUT)
     dt_versions = _bench_module("datatrove_env").installed_versions() if not args.skip_datatrove else {}
     result["goals"] = {"ratio_at_least": GOAL_RATIO, "overhead_below": GOAL_OVERHEAD}
     result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
