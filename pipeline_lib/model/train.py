@@ -325,11 +325,18 @@ def _train_loop(cfg, fs, out_dir, progress, ddp: _Distributed, stream, tokenizer
                 (loss / tc.grad_accum_steps).backward()
             loss_sum += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        if not torch.isfinite(grad_norm):  # the same on every rank: gradients are all-reduced
+            # Stepping would write NaN weights over the last good checkpoint.
+            raise FloatingPointError(f"gradient norm is {float(grad_norm)} at step {step + 1}; lower "
+                                     f"train.learning_rate (the last checkpoint is kept)")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
         train_loss = ddp.mean(float(loss_sum) / tc.grad_accum_steps)  # float() waits for the GPU
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(f"training loss is {train_loss} at step {step}; lower train.learning_rate "
+                                     f"(the last checkpoint is kept)")
         seconds = time.perf_counter() - step_started
         tokens_per_s = tokens_per_step / seconds
         val_loss = _evaluate(eval_model, val_batches, tc, device, ddp) if step % tc.eval_interval == 0 or step == tc.max_steps else None

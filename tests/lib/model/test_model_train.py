@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import torch
 import pytest
 import yaml
 
@@ -220,3 +221,14 @@ def test_a_killed_training_process_resumes_to_the_same_losses(byte_run, tmp_path
     for a, b in zip(got, expected):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-6), a["step"]
     assert not list((byte_run / "08_train").glob(".tmp-*"))
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_checkpoint(byte_run, make_config):
+    cfg = make_config(max_steps=12, learning_rate=1e6, warmup_steps=0, grad_clip=0.0, checkpoint_interval=1)
+    with pytest.raises(FloatingPointError, match="training loss is|gradient norm is"):
+        _run(cfg, byte_run)
+    from pipeline_lib.model.sample import load_checkpoint
+
+    model, _, ckpt = load_checkpoint(str(byte_run / "08_train" / "ckpt.pt"), device="cpu")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert not (byte_run / "08_train" / "done.json").exists()
