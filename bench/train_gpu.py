@@ -47,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 30 GPU / 3 CPU)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 8 GPU / 1 CPU)")
     p.add_argument("--no-compile", action="store_true", help="eager mode (compile is on by default on CUDA)")
+    p.add_argument("--loop", action="store_true",
+                   help="measure the whole pipeline loop instead: train() on synthetic token shards "
+                        "(data windows, eval, checkpoint, metrics), reporting its per-step tokens/s and MFU")
     p.add_argument("--no-baseline", action="store_true", help="skip the eager (uncompiled) comparison run")
     p.add_argument("--peak-flops", type=float, default=None, help="per-device peak FLOP/s (default: known GPU table)")
     return p.parse_args()
@@ -123,6 +126,58 @@ def measure(preset_name: str, seq_len: int | None, device: torch.device, compile
     return out
 
 
+def measure_loop(args, preset_name: str, device: torch.device, compile_model: bool, batch_size: int,
+                 warmup: int, steps: int, peak: float | None) -> dict:
+    """train() itself on random-token shards in a temporary run dir; steps after warmup are timed."""
+    import statistics
+    import tempfile
+
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline_lib import shards
+    from pipeline_lib.config import parse_config
+    from pipeline_lib.model.train import train
+
+    seq_len = args.seq_len or {"tiny": 64, "small": 256}.get(preset_name, 1024)
+    total_steps = warmup + steps
+    n_tokens = int(batch_size * seq_len * total_steps * 1.2) + 10 * seq_len  # one epoch, plus validation
+    n_docs = -(-n_tokens // 1000)  # documents of 1000 tokens
+    docs = np.random.default_rng(0).integers(0, 50257, (n_docs, 1000), dtype=np.uint16)
+    with tempfile.TemporaryDirectory() as run_dir:
+        token_dir, fs = f"{run_dir}/07_tokens", shards.filesystem(run_dir)
+        table = pa.table({"id": [str(i) for i in range(len(docs))],
+                          "tokens": pa.array(list(docs), pa.list_(pa.uint16())),
+                          "n_tokens": pa.array([1000] * len(docs), pa.int32())})
+        entry = shards.write_table_file(fs, token_dir, "part-00000.parquet", table)
+        shards.write_manifest(fs, token_dir, "part-00000", shards.build_manifest(
+            stage="tokens", name="part-00000", files={"kept": entry}, schema=table.schema, counters={},
+            seconds=0.0, config_hash="bench", inputs=[], extra={"tokenizer": {"kind": "ids", "n_vocab": 50257}}))
+        cfg = parse_config({"train": {
+            "preset": preset_name, "block_size": seq_len, "batch_size": batch_size, "max_steps": total_steps,
+            "learning_rate": 6e-4, "warmup_steps": min(10, total_steps), "eval_interval": total_steps,
+            "eval_batches": 2, "checkpoint_interval": total_steps, "val_fraction": 0.01,
+            "device": str(device) if device.type == "cpu" else "auto", "compile": compile_model,
+            "peak_flops": peak}})
+        t0 = time.perf_counter()
+        result = train(cfg, fs, token_dir, f"{run_dir}/08_train")
+        rows = pq_rows(f"{run_dir}/08_train/metrics.parquet")
+    # The last step carries the evaluation (and the checkpoint is written after it); leave it out.
+    timed = [r for r in rows if warmup < r["step"] < total_steps] or rows[-1:]
+    tokens_per_s = statistics.median(r["tokens_per_s"] for r in timed)
+    return {"mode": "loop", "params": result["params"], "batch_size": batch_size, "seq_len": seq_len,
+            "flops_per_token": None, "warmup_s": None, "loop_total_s": round(time.perf_counter() - t0, 2),
+            "step_ms": round(1000 * batch_size * seq_len / tokens_per_s, 2), "tokens_per_s": tokens_per_s,
+            "final_loss": result["final_loss"],
+            "peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 2) if device.type == "cuda" else None}
+
+
+def pq_rows(path: str) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
 def main() -> int:
     args = parse_args()
     cpu = args.cpu_smoke or not torch.cuda.is_available()
@@ -144,7 +199,14 @@ def main() -> int:
         batch_size = 64 if torch.cuda.get_device_properties(device).total_memory >= 70e9 else 16
 
     peak = device_peak(args, device)
-    ours = measure(preset_name, args.seq_len, device, compile_model, batch_size, warmup, steps)
+    if args.loop:
+        ours = measure_loop(args, preset_name, device, compile_model, batch_size, warmup, steps, peak)
+        cfg = preset(preset_name, vocab_size=50257, block_size=ours["seq_len"])
+        with torch.device("meta"):
+            ours["flops_per_token"] = GPT(cfg).flops_per_token(cfg.block_size)
+        args.no_baseline = True
+    else:
+        ours = measure(preset_name, args.seq_len, device, compile_model, batch_size, warmup, steps)
     # The same model and step without torch.compile: what a plain PyTorch loop gets, in the same run.
     eager = None
     if compile_model and not args.no_baseline:
@@ -153,12 +215,13 @@ def main() -> int:
     tokens_per_s = ours["tokens_per_s"]
     mfu = flops_per_token * tokens_per_s / peak if peak else None
     result = {
-        "bench": "train_gpu",
+        "bench": "train_gpu", "mode": "loop" if args.loop else "step",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "preset": preset_name, "params": ours["params"], "batch_size": ours["batch_size"], "seq_len": ours["seq_len"],
         "dtype": "bfloat16" if device.type == "cuda" else "float32", "compile": compile_model,
         "warmup_steps": warmup, "warmup_s": ours["warmup_s"], "timed_steps": steps, "step_ms": ours["step_ms"],
-        "peak_memory_gb": ours["peak_memory_gb"], "flops_per_token": flops_per_token, "peak_flops": peak,
+        "peak_memory_gb": ours["peak_memory_gb"], "loop_total_s": ours.get("loop_total_s"),
+        "flops_per_token": flops_per_token, "peak_flops": peak,
         "eager_tokens_per_s": eager["tokens_per_s"] if eager else None,
         "eager_mfu": round(flops_per_token * eager["tokens_per_s"] / peak, 4) if eager and peak else None,
         "speedup_vs_eager": round(tokens_per_s / eager["tokens_per_s"], 3) if eager else None,

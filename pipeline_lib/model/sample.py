@@ -39,11 +39,32 @@ class ByteTokenizer:
         return bytes([token]) if token < 256 else b"<|endoftext|>"
 
 
+class IdTokenizer:
+    """Token ids without a vocabulary (pre-tokenized or synthetic data): text is the ids, spaced."""
+
+    def __init__(self, n_vocab: int):
+        self.n_vocab = n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        ids = [int(t) for t in text.split()]
+        if any(not 0 <= i < self.n_vocab for i in ids):
+            raise ValueError(f"token ids must lie in [0, {self.n_vocab})")
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(f" {i}" for i in ids)
+
+    def decode_single_token_bytes(self, token: int) -> bytes:
+        return str(token).encode()
+
+
 def tokenizer_from_spec(spec: dict[str, Any]):
     """An object with ``encode``, ``decode`` and ``n_vocab`` from a checkpoint's tokenizer spec."""
     kind = spec.get("kind", "tiktoken")
     if kind == "bytes":
         return ByteTokenizer()
+    if kind == "ids":
+        return IdTokenizer(int(spec["n_vocab"]))
     import tiktoken
 
     if kind == "tiktoken":

@@ -6,6 +6,7 @@ A checkpoint must decode its own samples wherever it is copied, so the spec is s
     {"kind": "tiktoken_ranks", "name", "pattern",      a vocabulary trained for the run (or read
      "special_tokens", "ranks", "ranks_sha256"}         from a folder), embedded whole
     {"kind": "bytes"}                                  raw UTF-8 bytes (tests, byte-level runs)
+    {"kind": "ids", "n_vocab": N}                      bare ids, no text (synthetic benchmark data)
 
 The token shards' manifests say which encoding they used (``tokenization.TokenizeStage``
 records name, source and the ranks' sha256); the vocabulary itself is loaded the way the
