@@ -46,9 +46,9 @@ def publish_funnel(run_name: str, run_dir: str, fs) -> list[dict[str, Any]]:
     return rows
 
 
-def publish_training(run_dir: str, result: dict[str, Any]) -> None:
+def publish_training(run_dir: str, result: dict[str, Any], storage_options: dict | None = None) -> None:
     png_path = shards.join(run_dir, "08_train", "loss.png")
-    fs = shards.filesystem(png_path)
+    fs = shards.filesystem(png_path, storage_options)  # the run's options: an s3:// root needs its endpoint
     facts = {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool))}
     table = "\n".join(f"| {k} | {v} |" for k, v in facts.items())
     image = ""
