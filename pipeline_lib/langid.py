@@ -124,8 +124,9 @@ class LangIdStage(Stage):
         super().__init__(cfg)
         c = cfg.langid
         model_path = cfg.resolve_path(c.model_path) if c.model_path else None
+        # The pipeline skips a disabled stage; built directly, a disabled stage keeps everything.
         self.identifier = LanguageIdentifier(model_path, lowercase=c.lowercase, script_check=c.script_check,
-                                             candidates=c.candidate_languages or None)
+                                             candidates=c.candidate_languages or None) if c.enabled else None
         self.targets = dict(c.languages)
 
     def decide(self, lang: str | None, score: float) -> str | None:
@@ -138,6 +139,8 @@ class LangIdStage(Stage):
         return None
 
     def process(self, table: pa.Table) -> StageResult:
+        if self.identifier is None:
+            return StageResult.keep_all(table)
         texts = table.column("text").to_pylist()
         preds = self.identifier.predict(texts)
         reasons = [self.decide(lang, score) for lang, score in preds]
