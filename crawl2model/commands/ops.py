@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -97,6 +98,10 @@ def _serve(args: argparse.Namespace) -> int:
     from prefect import serve
 
     deployments = runner_deployments(load_prefect_file(args.prefect_file), args.only, not args.no_schedules)
+    if not os.environ.get("PREFECT_API_URL"):
+        print("crawl2model: PREFECT_API_URL is not set: serving on a temporary embedded server that ends with "
+              "this process; for the UI, run `prefect server start` and export "
+              "PREFECT_API_URL=http://127.0.0.1:4200/api first", file=sys.stderr, flush=True)
     print(f"crawl2model: serving {len(deployments)} deployments from {args.prefect_file}", file=sys.stderr, flush=True)
     serve(*deployments, limit=args.limit)
     return 0

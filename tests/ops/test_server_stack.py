@@ -184,7 +184,9 @@ def test_serve_runs_a_stage_deployment_from_one_process(stack):
     server, procs = stack["server"], stack["procs"]
     procs.stop("worker-cpu")  # from here on only the served process can run anything
     env = server.client_env(PREFECT_RUNNER_POLL_FREQUENCY="2")
-    updated = server.deployment("tokens/tokens")["updated"]
+    # A deployment is either served or deployed to a pool: drop the deployed one, serve() recreates it.
+    deployed = server.deployment("tokens/tokens")
+    server.http.delete(f"{server.api}/deployments/{deployed['id']}", timeout=30).raise_for_status()
     procs.start("serve", [sys.executable, "-m", "crawl2model.cli", "serve", "--only", "tokens", "--no-schedules"], env)
     log = stack["tmp"] / "serve.log"
     deadline = time.monotonic() + 120
@@ -192,7 +194,8 @@ def test_serve_runs_a_stage_deployment_from_one_process(stack):
         if time.monotonic() > deadline:
             pytest.fail("serve never started serving\n" + procs.tails())
         time.sleep(1)
-    assert server.deployment("tokens/tokens")["updated"] != updated, "serve() re-registers the deployment"
+    served = server.deployment("tokens/tokens")
+    assert served["id"] != deployed["id"] and served["work_pool_name"] is None
     tokens_dir = stack["tmp"] / "runs" / "small" / FIRST / "07_tokens"
     before = _snapshot(tokens_dir)
     run = server.create_run("tokens/tokens", {"config_path": str(stack["config"]), "partition": FIRST})
