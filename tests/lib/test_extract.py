@@ -123,3 +123,33 @@ def test_real_pages_extract(stage):
     result = stage.process(page_table([f.read_text(encoding="utf-8", errors="replace") for f in files]))
     assert result.kept.num_rows >= 14
     assert all(len(t) > 200 for t in result.kept.column("text").to_pylist())
+
+
+def test_timeout_holds_inside_a_spawned_pool_worker_through_the_shard_runner(tmp_path):
+    """The production path: a spawn-context pool worker runs ``pipeline.run_stage_shard``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    from pipeline_lib import pipeline, shards
+    from pipeline_lib.config import parse_config
+    from pipeline_lib.stage import StageResult, write_result
+
+    cfg = parse_config({"run": {"data_root": str(tmp_path)}, "urlfilter": {"enabled": False},
+                        "extract": {"timeout_seconds": 2}})
+    run_dir = str(tmp_path / "run")
+    crawl_dir = pipeline.stage_dir(run_dir, "crawl")
+    fs = shards.filesystem(run_dir)
+    name = shards.shard_name(0)
+    pathological = "<html><body>" + "<div><p>word " * 300_000 + "</body></html>"
+    table = page_table([pathological, ARTICLE])
+    write_result(fs, crawl_dir, name, "00_crawl", table.num_rows, StageResult.keep_all(table), "test", [], 0.0)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        summary = pool.submit(pipeline.run_stage_shard, pipeline.ConfigRef.of(cfg), run_dir, "extract", name).result(300)
+    assert summary["rows_in"] == 2 and summary["kept"] == 1 and summary["rejected"] == 1
+    out_dir = pipeline.stage_dir(run_dir, "extract")
+    kept = pq.read_table(shards.data_path(out_dir, name)).to_pylist()
+    rejected = pq.read_table(shards.rejected_path(out_dir, name)).to_pylist()
+    assert kept[0]["id"] == "p1" and "Anemones" in kept[0]["text"]
+    assert rejected[0]["id"] == "p0" and rejected[0]["reject_reason"] == "extract_timeout"
