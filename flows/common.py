@@ -6,6 +6,7 @@ Flows read like a table of contents; the mechanics live here and in pipeline_lib
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import sys
 from contextlib import contextmanager
@@ -44,7 +45,25 @@ def scheduled_partition() -> str:
     from prefect.runtime import flow_run
 
     start = flow_run.scheduled_start_time
-    return start.in_timezone("UTC").date().isoformat() if hasattr(start, "in_timezone") else start.date().isoformat()
+    if start.tzinfo is None:  # Prefect reports UTC; a naive time can only mean UTC too
+        start = start.replace(tzinfo=datetime.timezone.utc)
+    return start.astimezone(datetime.timezone.utc).date().isoformat()
+
+
+def run_name(prefix: str):
+    """A flow_run_name callable: ``<prefix>-<partition>``, with "{scheduled_date}" resolved to the date.
+
+    A plain template would name scheduled runs literally "pipeline-{scheduled_date}".
+    """
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        partition = (flow_run.parameters or {}).get("partition")
+        if partition == SCHEDULED_DATE:
+            partition = scheduled_partition()
+        return f"{prefix}-{partition or 'default'}"
+
+    return name
 
 
 def resolve(config_path: str, partition: str | None = None, data_root: str | None = None,

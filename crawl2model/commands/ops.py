@@ -42,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--concurrency", type=int, default=2, help="flow runs in flight at once (default: %(default)s)")
     b.add_argument("--force", action="store_true", help="submit partitions that are already complete too")
     b.add_argument("--config", help="config_path parameter of the runs (default: the deployment's)")
-    b.add_argument("--data-root", help="data_root parameter of the runs (default: the config's)")
+    b.add_argument("--data-root", help="data_root parameter of the runs (default: $CRAWL2MODEL_DATA_ROOT, "
+                                       "else the config's); also where completeness is checked")
     b.add_argument("--poll", type=float, default=2.0, help="seconds between state checks")
     b.add_argument("--timeout", type=float, default=None, help="stop waiting after this many seconds")
     b.add_argument("--json", action="store_true", help="print the result table as JSON")
@@ -183,7 +184,9 @@ def _backfill(args: argparse.Namespace) -> int:
         config_path = args.config or (deployment.parameters or {}).get("config_path")
         if not config_path:
             raise ValueError(f"deployment {args.deployment} has no config_path parameter; pass --config")
-        overrides = {"run": {"data_root": args.data_root}} if args.data_root else {}
+        # Where the workers write: --data-root, else the same variable the stack's workers read.
+        data_root = args.data_root or os.environ.get("CRAWL2MODEL_DATA_ROOT")
+        overrides = {"run": {"data_root": data_root}} if data_root else {}
         cfg = load_config(config_path, overrides)  # the same config the runs will load: fail before submitting
         rows = plan_backfill(cfg, keys, args.force)
         parameters: dict[str, Any] = {"config_path": config_path}

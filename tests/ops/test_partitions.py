@@ -104,3 +104,12 @@ def test_backfill_plan_skips_complete_partitions_unless_forced(tmp_path):
     table = format_table(rows).splitlines()
     assert table[0].split() == ["partition", "flow_run", "state", "note"]
     assert table[1].startswith("2026-11-01") and "SKIPPED" in table[1]
+
+
+def test_backfill_command_rejects_a_bad_range_before_calling_prefect(capsys):
+    from crawl2model.cli import main
+
+    assert main(["backfill", "--from", "2026-11-05", "--to", "2026-11-01"]) == 2
+    assert "before --from" in capsys.readouterr().err
+    assert main(["backfill", "--partitions", "a,b", "--concurrency", "0"]) == 2
+    assert "--concurrency" in capsys.readouterr().err
