@@ -195,7 +195,8 @@ def _backfill(args: argparse.Namespace) -> int:
         todo = sum(r["state"] == "PENDING" for r in rows)
         print(f"crawl2model: backfill of {len(keys)} partitions through {args.deployment}: {todo} to run, "
               f"{len(keys) - todo} already complete", file=sys.stderr, flush=True)
-        submit_and_wait(client, deployment.id, args.deployment.split("/", 1)[0], rows, parameters, args.concurrency, args.poll, args.timeout)
+        flow_name = args.deployment.split("/", 1)[0]
+        submit_and_wait(client, deployment.id, flow_name, rows, parameters, args.concurrency, args.poll, args.timeout)
 
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
     return 0 if all(r["state"] in ("COMPLETED", "SKIPPED") for r in rows) else 1
