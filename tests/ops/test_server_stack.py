@@ -137,6 +137,19 @@ def test_the_ui_shows_the_run_state_and_its_funnel_artifact(stack):
     assert (OUTPUT / "flow-run-artifacts.png").stat().st_size > 10_000
 
 
+def test_a_scheduled_run_takes_its_scheduled_date_as_partition(stack):
+    """What the daily schedule does, on a cheap stage: "{scheduled_date}" becomes the run's date (UTC)."""
+    server = stack["server"]
+    dep = server.deployment("urlfilter/urlfilter")
+    run = server.post(f"/deployments/{dep['id']}/create_flow_run", {
+        "parameters": {"config_path": str(stack["config"]), "partition": "{scheduled_date}"},
+        "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": "2026-10-15T23:30:00-05:00"}}})
+    done = server.wait(run["id"], 180)
+    assert done["state"]["type"] == "COMPLETED", server.logs(run["id"])[-3000:]
+    run_dir = stack["tmp"] / "runs" / "small" / "2026-10-16"  # 23:30 at UTC-5 is the 16th in UTC
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["run"]["partition"] == "2026-10-16"
+
+
 def _backfill(stack, *extra: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
     server = stack["server"]
     proc = subprocess.run([sys.executable, "-m", "crawl2model.cli", "backfill", "--partitions", ",".join(BACKFILL),
