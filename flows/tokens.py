@@ -19,7 +19,16 @@ from tasks.shard_tasks import prepare_tokenizer_task  # noqa: E402
 @flow(name="tokens", task_runner=ThreadPoolTaskRunner(max_workers=8))
 def tokens_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                 run_dir: str | None = None) -> dict:
-    """Load or train the tokenizer once, then one task per shard."""
+    """Load or train the tokenizer once, then one task per shard.
+
+    Args:
+        config_path: Pipeline YAML (relative paths resolve against the worker's working directory).
+        partition: Partition key, a date or crawl id; the run dir is <data_root>/<run.name>/<partition>.
+            "{scheduled_date}" means the flow run's scheduled date (UTC). None: the config's run.partition.
+        data_root: Local path or fsspec URL (s3://bucket/prefix) overriding run.data_root.
+            None: $CRAWL2MODEL_DATA_ROOT on the worker, else the config's.
+        run_dir: An explicit run dir <data_root>/<name>/<partition>; wins over partition and data_root.
+    """
     cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
     tokenizer = prepare_tokenizer_task(ref, run_dir)
     summary = run_stage(ref, run_dir, "tokens")

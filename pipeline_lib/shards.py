@@ -44,7 +44,11 @@ def join(*parts: str) -> str:
 
 
 def filesystem(path: str, storage_options: dict | None = None) -> fsspec.AbstractFileSystem:
-    fs, _ = fsspec.core.url_to_fs(path, **(storage_options or {}))
+    options = dict(storage_options or {})
+    if "://" in path and not path.startswith("file://"):
+        # Shards are written by other processes: a cached listing would hide their manifests.
+        options.setdefault("use_listings_cache", False)
+    fs, _ = fsspec.core.url_to_fs(path, **options)
     return fs
 
 

@@ -15,12 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("verify", help="re-check every manifest of a run; exit 1 naming any bad shard")
     v.add_argument("run_dir")
     v.set_defaults(func=_verify)
+    for parser in (p, v):
+        parser.add_argument("--storage-options", type=json.loads, default={}, metavar="JSON",
+                            help='fsspec options for a remote run dir, e.g. \'{"client_kwargs": {"endpoint_url": "..."}}\'')
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from pipeline_lib import report, shards
 
-    fs = shards.filesystem(args.run_dir)
+    fs = shards.filesystem(args.run_dir, args.storage_options)
     rows = report.funnel(fs, args.run_dir)
     if not rows:
         print(f"error: no shards under {args.run_dir}", file=sys.stderr)
@@ -36,7 +39,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from pipeline_lib import report, shards
 
-    fs = shards.filesystem(args.run_dir)
+    fs = shards.filesystem(args.run_dir, args.storage_options)
     if not report.funnel(fs, args.run_dir):
         print(f"error: no shards under {args.run_dir}", file=sys.stderr)
         return 1

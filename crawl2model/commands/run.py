@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     result = pipeline(config_path=args.config, partition=args.partition, data_root=args.data_root,
                       run_dir=args.run_dir)
     run_dir = result["run_dir"]
-    print(report.funnel_text(report.funnel(shards.filesystem(run_dir), run_dir)))
+    print(report.funnel_text(report.funnel(shards.filesystem(run_dir, cfg.run.storage_options), run_dir)))
     print(f"\ndone in {time.perf_counter() - t0:.1f}s; outputs in {run_dir}")
     train = result.get("train") or {}
     if train.get("checkpoint"):
