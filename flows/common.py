@@ -40,6 +40,12 @@ Args:
 """
 
 
+def documented(fn):
+    """Give a flow function the shared parameter docs (apply below @flow: Prefect reads them at decoration)."""
+    fn.__doc__ = (fn.__doc__ or "").rstrip() + PARAMETER_DOCS
+    return fn
+
+
 def scheduled_partition() -> str:
     """The flow run's scheduled start date (UTC), so a scheduled run and its backfill agree."""
     from prefect.runtime import flow_run
@@ -218,6 +224,7 @@ def make_stage_flow(key: str, doc: str):
         _, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
         return run_stage(ref, run_dir, key)
 
-    stage_flow.__doc__ = doc.strip().splitlines()[0] + PARAMETER_DOCS
+    stage_flow.__doc__ = doc.strip().splitlines()[0]
+    documented(stage_flow)
     stage_flow.__name__ = f"{key}_flow"
     return flow(name=key, task_runner=ThreadPoolTaskRunner(max_workers=8))(stage_flow)

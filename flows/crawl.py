@@ -10,23 +10,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 
 from prefect import flow  # noqa: E402
 
-from flows.common import DEFAULT_CONFIG, resolve, stage_cli  # noqa: E402
+from flows.common import DEFAULT_CONFIG, documented, resolve, stage_cli  # noqa: E402
 from tasks.shard_tasks import source_task  # noqa: E402
 
 
 @flow(name="crawl")
+@documented
 def crawl_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                run_dir: str | None = None) -> dict:
-    """Fill the run's source folder; resumes a killed crawl, does nothing for a finished one.
-
-    Args:
-        config_path: Pipeline YAML (relative paths resolve against the worker's working directory).
-        partition: Partition key, a date or crawl id; the run dir is <data_root>/<run.name>/<partition>.
-            "{scheduled_date}" means the flow run's scheduled date (UTC). None: the config's run.partition.
-        data_root: Local path or fsspec URL (s3://bucket/prefix) overriding run.data_root.
-            None: $CRAWL2MODEL_DATA_ROOT on the worker, else the config's.
-        run_dir: An explicit run dir <data_root>/<name>/<partition>; wins over partition and data_root.
-    """
+    """Fill the run's source folder; resumes a killed crawl, does nothing for a finished one."""
     _, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
     return source_task(ref, run_dir)
 

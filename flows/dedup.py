@@ -11,24 +11,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 from prefect import flow  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from flows.common import DEFAULT_CONFIG, map_over_shards, resolve, stage_cli  # noqa: E402
+from flows.common import DEFAULT_CONFIG, documented, map_over_shards, resolve, stage_cli  # noqa: E402
 from pipeline_lib import pipeline  # noqa: E402
 from tasks.shard_tasks import cluster_task, dedup_filter_task, signatures_task  # noqa: E402
 
 
 @flow(name="dedup", task_runner=ThreadPoolTaskRunner(max_workers=8))
+@documented
 def dedup_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                run_dir: str | None = None) -> dict:
-    """Map signatures, reduce to clusters (one task, bounded memory), map the filter.
-
-    Args:
-        config_path: Pipeline YAML (relative paths resolve against the worker's working directory).
-        partition: Partition key, a date or crawl id; the run dir is <data_root>/<run.name>/<partition>.
-            "{scheduled_date}" means the flow run's scheduled date (UTC). None: the config's run.partition.
-        data_root: Local path or fsspec URL (s3://bucket/prefix) overriding run.data_root.
-            None: $CRAWL2MODEL_DATA_ROOT on the worker, else the config's.
-        run_dir: An explicit run dir <data_root>/<name>/<partition>; wins over partition and data_root.
-    """
+    """Map signatures, reduce to clusters (one task, bounded memory), map the filter."""
     cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
     if not pipeline.enabled(cfg, "dedup"):
         return {"stage": "dedup", "disabled": True}

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 from prefect import flow  # noqa: E402
 
 from flows.artifacts import publish_funnel  # noqa: E402
-from flows.common import DEFAULT_CONFIG, resolve, run_name, run_stage_flows, stage_cli  # noqa: E402
+from flows.common import DEFAULT_CONFIG, documented, resolve, run_name, run_stage_flows, stage_cli  # noqa: E402
 from flows.crawl import crawl_flow  # noqa: E402
 from flows.dedup import dedup_flow  # noqa: E402
 from flows.extract import extract_flow  # noqa: E402
@@ -33,18 +33,10 @@ STAGE_FLOWS = [crawl_flow, urlfilter_flow, extract_flow, langid_flow, quality_fl
 
 
 @flow(name="pipeline", flow_run_name=run_name("pipeline"))
+@documented
 def pipeline(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
              run_dir: str | None = None) -> dict:
-    """Run every stage in order on one partition and publish the funnel.
-
-    Args:
-        config_path: Pipeline YAML (relative paths resolve against the worker's working directory).
-        partition: Partition key, a date or crawl id; the run dir is <data_root>/<run.name>/<partition>.
-            "{scheduled_date}" means the flow run's scheduled date (UTC). None: the config's run.partition.
-        data_root: Local path or fsspec URL (s3://bucket/prefix) overriding run.data_root.
-            None: $CRAWL2MODEL_DATA_ROOT on the worker, else the config's.
-        run_dir: An explicit run dir <data_root>/<name>/<partition>; wins over partition and data_root.
-    """
+    """Run every stage in order on one partition and publish the funnel."""
     cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
     params = dict(config_path=config_path, partition=cfg.run.partition, data_root=cfg.run.data_root, run_dir=run_dir)
     try:

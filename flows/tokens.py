@@ -11,24 +11,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 from prefect import flow  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from flows.common import DEFAULT_CONFIG, resolve, run_stage, stage_cli  # noqa: E402
+from flows.common import DEFAULT_CONFIG, documented, resolve, run_stage, stage_cli  # noqa: E402
 from flows.artifacts import publish_token_stats  # noqa: E402
 from tasks.shard_tasks import prepare_tokenizer_task  # noqa: E402
 
 
 @flow(name="tokens", task_runner=ThreadPoolTaskRunner(max_workers=8))
+@documented
 def tokens_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                 run_dir: str | None = None) -> dict:
-    """Load or train the tokenizer once, then one task per shard.
-
-    Args:
-        config_path: Pipeline YAML (relative paths resolve against the worker's working directory).
-        partition: Partition key, a date or crawl id; the run dir is <data_root>/<run.name>/<partition>.
-            "{scheduled_date}" means the flow run's scheduled date (UTC). None: the config's run.partition.
-        data_root: Local path or fsspec URL (s3://bucket/prefix) overriding run.data_root.
-            None: $CRAWL2MODEL_DATA_ROOT on the worker, else the config's.
-        run_dir: An explicit run dir <data_root>/<name>/<partition>; wins over partition and data_root.
-    """
+    """Load or train the tokenizer once, then one task per shard."""
     cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
     tokenizer = prepare_tokenizer_task(ref, run_dir)
     summary = run_stage(ref, run_dir, "tokens")

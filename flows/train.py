@@ -11,23 +11,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 
 from prefect import flow  # noqa: E402
 
-from flows.common import DEFAULT_CONFIG, resolve, stage_cli  # noqa: E402
+from flows.common import DEFAULT_CONFIG, documented, resolve, stage_cli  # noqa: E402
 from tasks.shard_tasks import train_task  # noqa: E402
 
 
 @flow(name="train")
+@documented
 def train_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                run_dir: str | None = None) -> dict:
-    """Train (or resume, or skip when the final checkpoint matches) and publish the loss curve.
-
-    Args:
-        config_path: Pipeline YAML (relative paths resolve against the worker's working directory).
-        partition: Partition key, a date or crawl id; the run dir is <data_root>/<run.name>/<partition>.
-            "{scheduled_date}" means the flow run's scheduled date (UTC). None: the config's run.partition.
-        data_root: Local path or fsspec URL (s3://bucket/prefix) overriding run.data_root.
-            None: $CRAWL2MODEL_DATA_ROOT on the worker, else the config's.
-        run_dir: An explicit run dir <data_root>/<name>/<partition>; wins over partition and data_root.
-    """
+    """Train (or resume, or skip when the final checkpoint matches) and publish the loss curve."""
     cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
     if not cfg.train.enabled:
         return {"stage": "train", "disabled": True}
