@@ -130,8 +130,10 @@ def reason_counts(rejected: pa.Table) -> dict[str, int]:
     return {f"rejected.{k}": v for k, v in counts.items()}
 
 
-def input_entries(fs, in_dir: str, name: str) -> list[dict[str, Any]]:
-    manifest = shards.load_manifest(fs, in_dir, name)
+def input_entries(fs, in_dir: str, name: str, manifest: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """What an output's manifest records about input shard ``name`` (``manifest``: already loaded)."""
+    if manifest is None:
+        manifest = shards.load_manifest(fs, in_dir, name)
     if manifest is None:
         raise shards.ShardError(f"{shards.manifest_path(in_dir, name)}: input shard is incomplete")
     kept = manifest["files"]["kept"]

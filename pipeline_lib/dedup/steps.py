@@ -26,7 +26,8 @@ from pipeline_lib.dedup.clusters import ClusterParams, cluster
 from pipeline_lib.dedup.minhash import compute_signatures
 from pipeline_lib.dedup.normalize import exact_hash, normalize_bytes
 from pipeline_lib.schema import REJECT_REASON, TIMESTAMP
-from pipeline_lib.stage import StageResult, input_entries, is_done, summary_from_manifest, write_result
+from pipeline_lib.stage import (Stage, StageResult, input_entries, is_done, run_shard, summary_from_manifest,
+                                write_result)
 
 CLUSTERS_MANIFEST = "clusters"  # _clusters/_manifests/clusters.manifest.json
 EXACT, NEAR = "exact_duplicate", "near_duplicate"
@@ -144,34 +145,35 @@ def drop_rows(sigs: pa.Table, roots: np.ndarray, external: ExternalMatches | Non
     return dropped, table
 
 
+class _SignatureStep(Stage):
+    """The map step as a stage (every row kept, as its signature), so ``run_shard`` does the I/O."""
+
+    name = "dedup_signatures"
+    section = "dedup"
+
+    def process(self, table: pa.Table) -> StageResult:
+        return StageResult.keep_all(signature_table(table, self.cfg.dedup))
+
+
 def run_signatures_shard(cfg: PipelineConfig, fs, in_dir: str, sig_dir: str, name: str) -> dict[str, Any]:
-    inputs = input_entries(fs, in_dir, name)
-    config_hash = cfg.section_hash("dedup")
-    done = is_done(fs, sig_dir, name, config_hash, inputs)
-    if done:
-        return summary_from_manifest(done, skipped=True)
-    t0 = time.perf_counter()
-    table = shards.read_verified(fs, in_dir, name)
-    sigs = signature_table(table, cfg.dedup)
-    manifest = write_result(fs, sig_dir, name, "dedup_signatures", table.num_rows, StageResult.keep_all(sigs),
-                            config_hash, inputs, time.perf_counter() - t0)
-    return summary_from_manifest(manifest, skipped=False)
+    return run_shard(_SignatureStep(cfg), fs, in_dir, sig_dir, name, out_stage=_SignatureStep.name)
 
 
 def run_clustering(cfg: PipelineConfig, fs, sig_dir: str, clusters_dir: str) -> dict[str, Any]:
     dcfg = cfg.dedup
     names = shards.list_shards(fs, sig_dir)
-    inputs = [entry for n in names for entry in input_entries(fs, sig_dir, n)]
+    manifests = [shards.load_manifest(fs, sig_dir, n) for n in names]  # read once: inputs, sizes, sources
+    inputs = [entry for n, m in zip(names, manifests) for entry in input_entries(fs, sig_dir, n, m)]
     config_hash = cfg.section_hash("dedup")
     done = is_done(fs, clusters_dir, CLUSTERS_MANIFEST, config_hash, inputs)
     if done:
         return summary_from_manifest(done, skipped=True)
     t0 = time.perf_counter()
-    sigs, sig, sizes = _load_signatures(fs, sig_dir, names, dcfg)
+    sigs, sig, sizes = _load_signatures(fs, sig_dir, names, [e["rows"] for e in inputs], dcfg)
     shard_of_row = np.repeat(np.arange(len(names)), sizes)
     row_in_shard = np.arange(sigs.num_rows) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     # The input shard each signature shard was computed from: the filter refuses any other.
-    sources = {n: (shards.load_manifest(fs, sig_dir, n)["inputs"] or [{}])[0].get("sha256") for n in names}
+    sources = {n: (m["inputs"] or [{}])[0].get("sha256") for n, m in zip(names, manifests)}
     roots = cluster_table(sigs, dcfg, sig)
     counters: dict[str, int] = {}
     if dcfg.scope == "index":
@@ -197,13 +199,13 @@ def run_clustering(cfg: PipelineConfig, fs, sig_dir: str, clusters_dir: str) -> 
     return summary_from_manifest(manifest, skipped=False)
 
 
-def _load_signatures(fs, sig_dir: str, names: list[str], dcfg: DedupConfig):
+def _load_signatures(fs, sig_dir: str, names: list[str], rows_per_shard: list[int], dcfg: DedupConfig):
     """(small columns as one table, signature matrix or None, rows per shard).
 
     Signatures go shard by shard into one preallocated matrix, so the peak is the matrix plus one
     shard in Arrow, not two copies of everything.
     """
-    sizes = np.array([input_entries(fs, sig_dir, n)[0]["rows"] for n in names], dtype=np.int64)
+    sizes = np.array(rows_per_shard, dtype=np.int64)
     sig = np.empty((int(sizes.sum()), dcfg.num_perm), dtype=np.uint32) if dcfg.near else None
     parts, offset = [], 0
     pool = pa.default_memory_pool()
