@@ -188,9 +188,14 @@ def list_shards(fs, stage_dir: str) -> list[str]:
     return [n for n in list_manifests(fs, stage_dir) if n.startswith("part-")]
 
 
-def read_verified(fs, stage_dir: str, name: str, which: str = "kept", columns: list[str] | None = None) -> pa.Table:
-    """Read one file of a shard after checking it against the manifest: checksum and row count."""
-    manifest = load_manifest(fs, stage_dir, name)
+def read_verified(fs, stage_dir: str, name: str, which: str = "kept", columns: list[str] | None = None,
+                  manifest: dict[str, Any] | None = None) -> pa.Table:
+    """Read one file of a shard after checking it against the manifest: checksum and row count.
+
+    ``manifest``: the shard's manifest when the caller has already loaded it (saves a read).
+    """
+    if manifest is None:
+        manifest = load_manifest(fs, stage_dir, name)
     if manifest is None:
         raise ShardError(f"{manifest_path(stage_dir, name)}: no manifest, shard is incomplete")
     entry = manifest["files"].get(which)

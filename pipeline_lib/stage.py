@@ -175,13 +175,14 @@ def write_result(fs, out_dir: str, name: str, stage_name: str, rows_in: int, res
 def run_shard(stage: Stage, fs, in_dir: str, out_dir: str, name: str, out_stage: str | None = None) -> dict[str, Any]:
     """Run one stage on one shard: skip if done, else read-verify, process, write, manifest last."""
     out_stage = out_stage or out_dir.rstrip("/").rsplit("/", 1)[-1]
-    inputs = input_entries(fs, in_dir, name)
+    in_manifest = shards.load_manifest(fs, in_dir, name)
+    inputs = input_entries(fs, in_dir, name, in_manifest)
     config_hash = stage.config_hash()
     done = is_done(fs, out_dir, name, config_hash, inputs)
     if done:
         return summary_from_manifest(done, skipped=True)
     t0 = time.perf_counter()
-    table = shards.read_verified(fs, in_dir, name)
+    table = shards.read_verified(fs, in_dir, name, manifest=in_manifest)  # the manifest `inputs` recorded
     result = stage.process(table)
     manifest = write_result(fs, out_dir, name, out_stage, table.num_rows, result, config_hash, inputs,
                             time.perf_counter() - t0, extra=stage.manifest_extra())

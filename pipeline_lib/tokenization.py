@@ -308,7 +308,8 @@ def token_stats(fs, tokens_dir: str) -> dict[str, Any]:
         eot_total += manifest["counters"].get("tokens.eot", 0)
         if "tokenizer" in manifest:
             encodings.add(manifest["tokenizer"]["encoding"])
-        counts.append(shards.read_verified(fs, tokens_dir, name, columns=["n_tokens"]).column("n_tokens").to_numpy())
+        counts.append(shards.read_verified(fs, tokens_dir, name, columns=["n_tokens"], manifest=manifest)
+                      .column("n_tokens").to_numpy())
     per_doc = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int32)
     total = int(per_doc.sum())
     stats: dict[str, Any] = {"shards": len(names), "documents": int(len(per_doc)), "total_tokens": total,
