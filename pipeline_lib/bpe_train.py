@@ -143,13 +143,7 @@ def save_tokenizer(fs, out_dir: str, name: str, ranks: dict[bytes, int], special
 
 
 def read_meta(fs, tokenizer_dir: str) -> dict[str, Any] | None:
-    path = shards.join(tokenizer_dir, META_FILE)
-    if not shards.exists(fs, path):
-        return None
-    try:
-        return json.loads(shards.read_bytes(fs, path))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
+    return shards.read_json_or_none(fs, shards.join(tokenizer_dir, META_FILE))
 
 
 def load_tokenizer_dir(fs, tokenizer_dir: str):

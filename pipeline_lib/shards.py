@@ -102,6 +102,16 @@ def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     return fs.exists(_strip(fs, path))
 
 
+def read_json_or_none(fs: fsspec.AbstractFileSystem, path: str) -> Any:
+    """A small JSON file (marker, metadata); None when it is missing or not valid JSON."""
+    if not exists(fs, path):
+        return None
+    try:
+        return json.loads(read_bytes(fs, path))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
 @dataclass(frozen=True)
 class FileEntry:
     path: str  # relative to the stage dir

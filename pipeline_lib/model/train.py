@@ -134,15 +134,6 @@ def fingerprint(tc: TrainConfig, model_config: dict, inputs: list[dict], tokeniz
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _read_json(fs, path: str) -> dict | None:
-    if not shards.exists(fs, path):
-        return None
-    try:
-        return json.loads(shards.read_bytes(fs, path))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
 def _save_torch(fs, path: str, obj: Any) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -225,7 +216,7 @@ def train(cfg: PipelineConfig, fs, token_dir: str, out_dir: str,
     ckpt_path = shards.join(out_dir, CKPT_FILE)
     done_path = shards.join(out_dir, DONE_FILE)
 
-    done = _read_json(fs, done_path)
+    done = shards.read_json_or_none(fs, done_path)
     if done and done.get("fingerprint") == fp and shards.exists(fs, ckpt_path):
         return {**done["result"], "skipped": True}
 
