@@ -65,15 +65,13 @@ def tokenizer_from_spec(spec: dict[str, Any]):
         return ByteTokenizer()
     if kind == "ids":
         return IdTokenizer(int(spec["n_vocab"]))
-    import tiktoken
-
     if kind == "tiktoken":
-        name = spec["encoding"]
-        try:
-            return tiktoken.get_encoding(name)
-        except ValueError:
-            return tiktoken.encoding_for_model(name)
+        from pipeline_lib.tokenization import load_pretrained  # the tokens stage's loader: same names, same errors
+
+        return load_pretrained(spec["encoding"])
     if kind == "tiktoken_ranks":
+        import tiktoken
+
         from pipeline_lib.bpe_train import ranks_from_text
 
         ranks = ranks_from_text(spec["ranks"].encode("ascii"))
@@ -124,9 +122,9 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def load_checkpoint(path: str, device: str = "auto", fs=None) -> tuple[GPT, Any, dict[str, Any]]:
     if fs is None:
-        import fsspec
+        from pipeline_lib.shards import filesystem
 
-        fs, path = fsspec.core.url_to_fs(path)
+        fs = filesystem(path)  # read_checkpoint strips the protocol itself
     dev = pick_device(device)
     ckpt = read_checkpoint(fs, path, map_location=dev)
     model = GPT(config_from_dict(ckpt["model_config"]))
