@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 
@@ -12,13 +11,8 @@ import pytest
 from pipeline_lib import shards
 from pipeline_lib.config import parse_config
 from pipeline_lib.dedup import run_clustering, run_filter_shard, run_signatures_shard
+from tests.e2e.support import free_port
 from tests.lib.dedup.docs import article, docs_table, lightly_edited, write_input
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
