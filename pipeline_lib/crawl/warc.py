@@ -14,18 +14,24 @@ per-file completion marker, finished files skipped on rerun.
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import io
 import json
 import re
+import zlib
 from collections import Counter
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Iterator
 
 import fsspec
 from warcio.archiveiterator import ArchiveIterator
+from warcio.bufferedreaders import BufferedReader, ChunkedDataReader
+from warcio.limitreader import LimitReader
 from warcio.exceptions import ArchiveLoadFailed
 
-from pipeline_lib.crawl.encoding import decode_html
+from pipeline_lib.crawl.encoding import charset_from_content_type, charset_from_meta, codec_for, decode_html
 from pipeline_lib.crawl.fetcher import HTML_TYPES, looks_binary
 from pipeline_lib.crawl.ingest import ingest_files
 from pipeline_lib.schema import PAGE_REJECT_SCHEMA, PAGE_SCHEMA, doc_id
@@ -34,6 +40,10 @@ CC_BASES = {"s3": "s3://commoncrawl/", "default": "https://data.commoncrawl.org/
 GZIP_MAGIC = b"\x1f\x8b\x08"
 LZ4_MAGIC = b"\x04\x22\x4d\x18"
 MAX_RESYNCS = 10_000
+MAX_HTTP_HEAD_BYTES = 1 << 20  # read with the payload; a head larger than this eats into the payload limit
+_HTTP_SCHEMES = ("http:", "https:")  # as warcio: only these records carry an HTTP head
+_DECOMPRESSORS = frozenset(BufferedReader.get_supported_decompressors())
+_HEAD_END = re.compile(rb"(?:^|\n)[ \t\r\x0b\x0c]*\n")  # a blank (whitespace-only) line ends the head
 _DATE_PREFIX = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})(?:[T ]?(\d{2}):?(\d{2}):?(\d{2}))?")
 
 
@@ -81,6 +91,8 @@ class _Source:
         self.path = path
         self.storage_options = storage_options or {}
         self.counters: Counter[str] = Counter()
+        self.is_arc = False
+        self._arc_keys: Counter[str] = Counter()
 
     def _reject(self, url: str, reason: str, detail: str = "", status: int | None = None,
                 fetched_at: datetime | None = None, record_id: str = "") -> tuple[str, dict]:
@@ -95,9 +107,10 @@ class _Source:
             yield self._reject(self.path, "warc_unreadable", f"{type(e).__name__}: {e}")
             return
         with f:
-            head = f.read(4)
+            head = f.read(4096)
             f.seek(0)
-            if head == LZ4_MAGIC:
+            self.is_arc = _starts_like_arc(head)
+            if head[:4] == LZ4_MAGIC:
                 try:
                     import lz4.frame
                 except ImportError:
@@ -111,13 +124,17 @@ class _Source:
         base = 0
         emitted = 0
         for _attempt in range(MAX_RESYNCS):
-            it = ArchiveIterator(stream, arc2warc=True)
+            # no_record_parse: HTTP headers are parsed (by warcio's own parser) only for the records
+            # that can become pages, not for every request and metadata record.
+            it = ArchiveIterator(stream, arc2warc=True, no_record_parse=True)
+            self._loader = it.loader
             last_end = base
             try:
                 for record in it:
                     # it.offset is where this record starts (get_record_offset() would consume the record).
                     last_end = base + it.offset
-                    for row in self._record(record, last_end):
+                    row = self._record(record, last_end)
+                    if row is not None:
                         emitted += 1
                         yield row
                 return
@@ -148,20 +165,30 @@ class _Source:
             if i >= n:
                 yield row
 
-    def _record(self, record, offset: int) -> Iterator[tuple[str, dict]]:
+    def _record(self, record, offset: int) -> tuple[str, dict] | None:
         rec_type = record.rec_type
         self.counters[f"warc.records_{rec_type}"] += 1
         if rec_type not in ("response", "resource"):
-            return  # warcinfo, request, metadata, revisit: not pages
-        h = record.rec_headers
-        url = (h.get_header("WARC-Target-URI") or "").strip().strip("<>")
-        record_id = h.get_header("WARC-Record-ID") or f"{self.path}#{offset}"
-        fetched_at = parse_warc_date(h.get_header("WARC-Date"))
+            return None  # warcinfo, request, metadata, revisit: not pages
+        # One pass over the header list instead of a linear get_header() scan per field; reversed so
+        # that, like get_header(), the first of repeated headers wins.
+        h = {k.lower(): v for k, v in reversed(record.rec_headers.headers)}
+        url = (h.get("warc-target-uri") or "").strip().strip("<>")
+        record_id = h.get("warc-record-id") or f"{self.path}#{offset}"
+        if self.is_arc:  # arc2warc invents a random WARC-Record-ID: derive a stable one instead
+            key = f"arc|{url}|{h.get('warc-date')}"
+            self._arc_keys[key] += 1
+            record_id = key if self._arc_keys[key] == 1 else f"{key}|{self._arc_keys[key]}"
+        fetched_at = parse_warc_date(h.get("warc-date"))
         if not url:
-            yield self._reject(f"{self.path}#offset={offset}", "warc_no_target_uri", record_id=record_id)
-            return
+            return self._reject(f"{self.path}#offset={offset}", "warc_no_target_uri", record_id=record_id)
+        if rec_type == "response" and record.length and isinstance(record.raw_stream, LimitReader) \
+                and url.startswith(_HTTP_SCHEMES):
+            return self._response(record, url, record_id, fetched_at)
+        if record.http_headers is None and rec_type == "response":  # no Content-Length: warcio's own parser
+            record.http_headers = self._loader.load_http_headers(rec_type, url, record.raw_stream, record.length)
         status = None
-        content_type = h.get_header("Content-Type") or ""
+        content_type = h.get("content-type") or ""
         headers: dict[str, str] = {}
         if record.http_headers is not None and rec_type == "response":
             try:
@@ -170,38 +197,165 @@ class _Source:
                 status = None
             content_type = record.http_headers.get_header("Content-Type") or ""
             headers = {k.lower(): v for k, v in record.http_headers.headers}
-        if status is not None and not 200 <= status < 300:
-            yield self._reject(url, f"http_{status}", status=status, fetched_at=fetched_at, record_id=record_id)
-            return
-        mime = content_type.split(";", 1)[0].strip().lower()
-        if mime and mime not in HTML_TYPES:
-            yield self._reject(url, "non_html", mime, status, fetched_at, record_id)
-            return
+        rejected = self._check_head(url, status, content_type, fetched_at, record_id)
+        if rejected:
+            return rejected
         try:
             body = record.content_stream().read(MAX_PAYLOAD_BYTES + 1)
         except Exception as e:  # a broken chunked or gzip payload
-            yield self._reject(url, "warc_bad_payload", f"{type(e).__name__}: {e}", status, fetched_at, record_id)
-            return
+            return self._reject(url, "warc_bad_payload", f"{type(e).__name__}: {e}", status, fetched_at, record_id)
+        return self._page(record, url, record_id, fetched_at, status, content_type, headers, body)
+
+    def _response(self, record, url: str, record_id: str, fetched_at) -> tuple[str, dict]:
+        """A response record with a known length: the block is read once and its HTTP head split off
+        here (warcio's line-by-line parser is most of the cost of a page; same rules, see http_head)."""
+        block = record.raw_stream.read(MAX_PAYLOAD_BYTES + MAX_HTTP_HEAD_BYTES)
+        status_text, header_list, payload_start = http_head(block)
+        if status_text is None:  # an empty block: what warcio's parser reports as EOFError
+            raise EOFError(f"{url}: response record without an HTTP head")
+        try:
+            status = int(status_text)
+        except ValueError:
+            status = None
+        headers = {k.lower(): v for k, v in header_list}
+        content_type = next((v for k, v in header_list if k.lower() == "content-type"), "")
+        rejected = self._check_head(url, status, content_type, fetched_at, record_id)
+        if rejected:
+            return rejected
+        body = block[payload_start:]
+        encoding = (headers.get("content-encoding") or "").lower()
+        if encoding not in _DECOMPRESSORS:
+            encoding = ""
+        try:
+            if headers.get("transfer-encoding") == "chunked":  # the exact test content_stream() makes
+                body = ChunkedDataReader(io.BytesIO(body), decomp_type=encoding or None).read(MAX_PAYLOAD_BYTES + 1)
+            elif encoding:
+                body = BufferedReader(io.BytesIO(body), decomp_type=encoding).read(MAX_PAYLOAD_BYTES + 1)
+        except Exception as e:  # a broken chunked or gzip payload
+            return self._reject(url, "warc_bad_payload", f"{type(e).__name__}: {e}", status, fetched_at, record_id)
+        return self._page(record, url, record_id, fetched_at, status, content_type, headers, body)
+
+    def _check_head(self, url, status, content_type, fetched_at, record_id) -> tuple[str, dict] | None:
+        if status is not None and not 200 <= status < 300:
+            return self._reject(url, f"http_{status}", status=status, fetched_at=fetched_at, record_id=record_id)
+        mime = content_type.split(";", 1)[0].strip().lower()
+        if mime and mime not in HTML_TYPES:
+            return self._reject(url, "non_html", mime, status, fetched_at, record_id)
+        return None
+
+    def _page(self, record, url, record_id, fetched_at, status, content_type, headers, body) -> tuple[str, dict]:
         if len(body) > MAX_PAYLOAD_BYTES:
-            yield self._reject(url, "too_large", f"more than {MAX_PAYLOAD_BYTES} bytes", status, fetched_at, record_id)
-            return
+            return self._reject(url, "too_large", f"more than {MAX_PAYLOAD_BYTES} bytes", status, fetched_at,
+                                record_id)
         declared = headers.get("content-length", "")
         payload_complete = declared.isdigit() and "content-encoding" not in headers and len(body) >= int(declared)
         if not payload_complete and getattr(record.raw_stream, "limit", 0) > 0 and not record.raw_stream.read(1):
             # The file ended before the record's Content-Length: half a page is not a page.
-            yield self._reject(url, "warc_truncated", f"{record.raw_stream.limit} bytes missing",
-                               status, fetched_at, record_id)
-            return
+            return self._reject(url, "warc_truncated", f"{record.raw_stream.limit} bytes missing",
+                                status, fetched_at, record_id)
         if not body.strip():
-            yield self._reject(url, "empty_body", "", status, fetched_at, record_id)
-            return
+            return self._reject(url, "empty_body", "", status, fetched_at, record_id)
         if looks_binary(body):
-            yield self._reject(url, "binary_content", "", status, fetched_at, record_id)
-            return
-        html, _codec = decode_html(body, content_type)
-        yield "kept", {"id": doc_id("warc", record_id), "url": url, "final_url": url, "status": status,
-                       "content_type": content_type, "html": html, "fetched_at": fetched_at, "depth": None,
-                       "source": "warc", "headers": json.dumps(headers, sort_keys=True, ensure_ascii=False)}
+            return self._reject(url, "binary_content", "", status, fetched_at, record_id)
+        return "kept", {"id": doc_id("warc", record_id), "url": url, "final_url": url, "status": status,
+                        "content_type": content_type, "html": html_as_utf8(body, content_type),
+                        "fetched_at": fetched_at, "depth": None, "source": "warc",
+                        "headers": json.dumps(headers, sort_keys=True, ensure_ascii=False)}
+
+
+@lru_cache(maxsize=256)
+def _header_codec(content_type: str) -> str | None:
+    """The codec a Content-Type names (content types repeat, so the lookup is cached)."""
+    return codec_for(charset_from_content_type(content_type))
+
+
+def html_as_utf8(body: bytes, content_type: str) -> bytes:
+    """The page as UTF-8 bytes, the same text ``decode_html`` gives, without the str round trip.
+
+    Arrow stores strings as UTF-8, so a page that already is UTF-8 (or plain ASCII under an
+    ASCII-compatible charset, most of the web) goes into the shard as its own bytes; only other
+    charsets are transcoded. Anything unusual (BOMs, invalid UTF-8, EBCDIC labels) takes the full
+    ``decode_html`` path, so the stored text never differs from what the crawler would store.
+    """
+    if not body.startswith(_BOM_STARTS):  # decode_html honours a BOM before any declaration
+        # decode_html's order: the header's charset, then <meta>, then UTF-8 (utf-16 labels are ignored).
+        codec = _usable(_header_codec(content_type)) or _usable(codec_for(charset_from_meta(body[:4096])))
+        if body.isascii():
+            if codec is None or codec in _ASCII_COMPATIBLE:
+                return body
+        elif codec is None or codec == "utf-8":
+            try:
+                body.decode("utf-8")  # validation only: invalid UTF-8 goes on to the full path
+                return body
+            except UnicodeDecodeError:
+                pass
+    return decode_html(body, content_type)[0].encode("utf-8", "replace")
+
+
+def _usable(codec: str | None) -> str | None:
+    return None if codec is None or codec.startswith("utf-16") else codec
+
+
+# BOM openings: decode_html honours a BOM before any declaration.
+_BOM_STARTS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+# Codecs under which pure-ASCII bytes decode to the same characters (EBCDIC, UTF-7, UTF-16/32 do not).
+_ASCII_COMPATIBLE = frozenset(codecs.lookup(name).name for name in (
+    "utf-8", "cp1252", "cp1250", "cp1251", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257", "cp1258",
+    "cp874", "cp932", "cp949", "cp950", "euc_jp", "euc_kr", "gb18030", "gb2312", "gbk", "big5", "big5hkscs",
+    "koi8_r", "koi8_u", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4", "iso8859_5", "iso8859_6",
+    "iso8859_7", "iso8859_8", "iso8859_9", "iso8859_10", "iso8859_13", "iso8859_14", "iso8859_15",
+    "iso8859_16", "mac_roman", "ascii", "shift_jis", "euc_jis_2004", "shift_jis_2004", "cp866"))
+
+
+def _starts_like_arc(head: bytes) -> bool:
+    """ARC files (plain or gzipped) open with a ``filedesc://`` version block."""
+    if head[:3] == GZIP_MAGIC:
+        try:
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 64)
+        except zlib.error:
+            return False
+    return head.lstrip()[:11] == b"filedesc://"
+
+
+def http_head(block: bytes) -> tuple[str | None, list[tuple[str, str]], int]:
+    """(status code text, [(name, value)], payload offset) of an HTTP response head.
+
+    The rules of warcio's lenient parser, applied to bytes already in memory instead of line by
+    line through its readers: lines end at LF and lose trailing whitespace, a blank line ends the
+    head, a line starting with space or tab continues the previous value, a line without a colon
+    is dropped, lines are UTF-8 else ISO-8859-1. Status text None means an empty block.
+    """
+    if not block:
+        return None, [], 0
+    m = _HEAD_END.search(block)
+    if m is None:  # no blank line: everything is head, the payload is empty
+        head, payload_start = block, len(block)
+    else:
+        head, payload_start = block[:m.start()], m.end()  # a blank status line gives an empty head
+    try:
+        lines = head.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        lines = [_header_line(raw) for raw in head.split(b"\n")]
+    status_line = lines[0].rstrip()
+    parts = status_line.split(" ", 1)
+    status = parts[1].strip().split(" ", 1)[0] if len(parts) > 1 else ""
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        line = line.rstrip()
+        if headers and line[:1] in (" ", "\t"):
+            if headers[-1][1] is not None:
+                headers[-1] = (headers[-1][0], headers[-1][1] + line)
+            continue
+        name, colon, value = line.partition(":")
+        headers.append((name.rstrip(" \t"), value.lstrip() if colon else None))
+    return status, [(k, v) for k, v in headers if v is not None], payload_start
+
+
+def _header_line(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("iso-8859-1")
 
 
 def _find_next_record(stream, start: int, gzipped: bool) -> int | None:
