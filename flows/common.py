@@ -96,16 +96,11 @@ def resolve(config_path: str, partition: str | None = None, data_root: str | Non
     return cfg, ConfigRef.of(cfg), pipeline.prepare_run(cfg)
 
 
-def task_runner(cfg: PipelineConfig, dask_address: str | None = None):
-    """Threads that hand shards to the worker-process pool (default), or a Dask cluster."""
-    if cfg.run.task_runner == "dask":
-        from prefect_dask import DaskTaskRunner
+def dask_task_runner(address: str):
+    """A task runner on the run's Dask scheduler (``dask_cluster`` yields its address)."""
+    from prefect_dask import DaskTaskRunner
 
-        address = dask_address or cfg.run.dask_address
-        if address:
-            return DaskTaskRunner(address=address)
-        return DaskTaskRunner(cluster_kwargs=_local_cluster_kwargs(cfg))
-    return ThreadPoolTaskRunner(max_workers=max(cfg.run.workers * 2, 4))
+    return DaskTaskRunner(address=address)
 
 
 def _local_cluster_kwargs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -151,7 +146,7 @@ def run_stage_flows(stage_flows: list, cfg: PipelineConfig, params: dict[str, An
         with Client(address) as client, get_task_stream(client) as stream:
             for stage_flow in stage_flows:
                 if stage_flow.name in DASK_STAGES:
-                    stage_flow = stage_flow.with_options(task_runner=task_runner(cfg, address))
+                    stage_flow = stage_flow.with_options(task_runner=dask_task_runner(address))
                 results[stage_flow.name] = stage_flow(**params)
         per_worker: dict[str, int] = {}
         for record in stream.data:
