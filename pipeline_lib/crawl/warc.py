@@ -284,12 +284,22 @@ def html_as_utf8(body: bytes, content_type: str) -> bytes:
             if codec is None or codec in _ASCII_COMPATIBLE:
                 return body
         elif codec is None or codec == "utf-8":
-            try:
-                body.decode("utf-8")  # validation only: invalid UTF-8 goes on to the full path
+            if _is_utf8(body):
                 return body
+        else:
+            try:
+                return body.decode(codec).encode("utf-8")
             except UnicodeDecodeError:
-                pass
+                pass  # a wrong declaration: decode_html tries the next source of truth
     return decode_html(body, content_type)[0].encode("utf-8", "replace")
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")  # measured: faster on web pages than Arrow's validator via pa.scalar
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _usable(codec: str | None) -> str | None:

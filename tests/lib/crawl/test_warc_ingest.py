@@ -171,3 +171,57 @@ def test_lz4_warc_reads_like_gzip_or_is_a_counted_reason(warc_dir, tmp_path):
         return
     _, gz, _ = _ingest_one(str(warc_dir / "resiliparse" / "warcfile.warc.gz"), tmp_path)
     assert [(r["id"], r["html"]) for r in kept] == [(r["id"], r["html"]) for r in gz] and len(kept) == 16
+
+
+def test_arc_records_get_the_same_id_on_every_run(warc_dir, tmp_path):
+    # arc2warc invents a random WARC-Record-ID; a rerun must not change page ids.
+    _, first, _ = _ingest_one(str(warc_dir / "warcio" / "example.arc"), tmp_path / "a")
+    _, again, _ = _ingest_one(str(warc_dir / "warcio" / "example.arc"), tmp_path / "b")
+    _, gz, _ = _ingest_one(str(warc_dir / "warcio" / "example.arc.gz"), tmp_path / "c")
+    assert len(first) == 1 and [r["id"] for r in first] == [r["id"] for r in again] == [r["id"] for r in gz]
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-A: 1\r\n\r\n<p>body</p>",
+    b"HTTP/1.0 404\nContent-Type: text/html\n\nnot found",  # LF only, no reason phrase
+    b"HTTP/1.1 200 OK\r\nX-Long: one\r\n  two\r\n\tthree\r\nNoColonHere\r\n  dropped\r\nA : b \r\n\r\nrest",
+    b"\r\nContent-Type: text/html\r\n\r\nbody",  # blank status line: only that line is the head
+    b"HTTP/1.1 200 OK\r\nServer: caf\xe9\r\nContent-Type: text/html\r\n\r\n\xe9t\xe9",  # ISO-8859-1 header
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n",  # no blank line: all head, no payload
+    b"HTTP/1.1 301 Moved\r\nLocation: /x\r\n \t \r\npayload after a whitespace-only line",
+    b"HTTP/1.1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n continued-first\r\nContent-Type: text/html\r\n\r\nx",
+])
+def test_http_head_splits_like_warcio(head):
+    import io
+
+    from warcio.recordloader import ArcWarcRecordLoader
+    from warcio.statusandheaders import StatusAndHeadersParser
+
+    from pipeline_lib.crawl.warc import http_head
+
+    stream = io.BytesIO(head)
+    theirs = StatusAndHeadersParser(ArcWarcRecordLoader.HTTP_TYPES, verify=False).parse(stream)
+    status, headers, payload_start = http_head(head)
+    assert (status, headers) == (theirs.get_statuscode(), theirs.headers)
+    assert head[payload_start:] == stream.read()
+
+
+@pytest.mark.parametrize("body,content_type", [
+    (b"<html>plain ascii</html>", "text/html; charset=iso-8859-1"),
+    ("<html>caf\u00e9 \u2603</html>".encode(), "text/html"),  # undeclared UTF-8
+    ("<html>\u0421\u0442\u0440\u0430\u0442\u0435\u0433\u0438\u044f</html>".encode("cp1251"), "text/html; charset=windows-1251"),
+    ('<meta charset="gb2312"><p>\u4e2d\u6587</p>'.encode("gb18030"), "text/html"),  # <meta> only
+    ("<p>caf\u00e9 \u201cq\u201d</p>".encode("cp1252"), "text/html; charset=utf-8"),  # wrong declaration
+    ("<p>x</p>".encode("utf-16"), "text/html"),  # BOM
+    (b"<html>ascii under EBCDIC</html>", "text/html; charset=cp037"),  # not ASCII-compatible
+    (b"<html>ascii, utf-16 label</html>", "text/html; charset=utf-16"),  # ignored label
+    (b"<p>\xed\xa0\x80 lone surrogate</p>", "text/html"),  # invalid UTF-8
+    ('<meta charset="euc-jp"><p>\u30d8\u30c3\u30c9</p>'.encode("euc-jp"), "text/html; charset=bogus-label"),
+])
+def test_pages_stored_as_utf8_bytes_hold_the_decoded_text(body, content_type):
+    from pipeline_lib.crawl.encoding import decode_html
+    from pipeline_lib.crawl.warc import html_as_utf8
+
+    stored = html_as_utf8(body, content_type)
+    assert stored.decode("utf-8") == decode_html(body, content_type)[0]
