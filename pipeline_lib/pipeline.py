@@ -34,7 +34,6 @@ class ConfigRef:
 
 # Per-document stages in pipeline order (dedup is the global one in the middle).
 CURATION_STAGES = ["urlfilter", "extract", "langid", "quality"]
-POST_DEDUP_STAGES = ["pii", "tokens"]
 ORDER = ["crawl", "urlfilter", "extract", "langid", "quality", "dedup", "pii", "tokens", "train"]
 
 

@@ -36,14 +36,6 @@ def funnel(fs, run_dir: str) -> list[dict[str, Any]]:
     return rows
 
 
-def funnel_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| stage | shards | rows in | kept | rejected | reasons |", "|---|---:|---:|---:|---:|---|"]
-    for r in rows:
-        reasons = ", ".join(f"{k}: {v}" for k, v in r["reasons"].items()) or "-"
-        lines.append(f"| {r['stage']} | {r['shards']} | {r['rows_in']} | {r['kept']} | {r['rejected']} | {reasons} |")
-    return "\n".join(lines)
-
-
 def funnel_text(rows: list[dict[str, Any]]) -> str:
     header = f"{'stage':<14}{'shards':>7}{'rows in':>10}{'kept':>10}{'rejected':>10}  reasons"
     out = [header, "-" * len(header)]

@@ -38,14 +38,9 @@ PAGE_REJECT_SCHEMA = pa.schema(
      ("fetched_at", TIMESTAMP), ("source", pa.string()), (REJECT_REASON, pa.string()), ("detail", pa.string())]
 )
 
-TOKEN_SCHEMA_FIELDS = ["id", "tokens", "n_tokens"]
 
 
 def doc_id(*parts: str) -> str:
     """Deterministic document id from its identity (URL, WARC record id...): 20 hex chars."""
     h = hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
     return h[:20]
-
-
-def with_reason(table: pa.Table, reasons: list[str]) -> pa.Table:
-    return table.append_column(REJECT_REASON, pa.array(reasons, pa.string()))

@@ -37,8 +37,6 @@ from pipeline_lib.stage import StageResult, write_result
 STAGE = "00_crawl"
 STATE_DIR = "_crawl_state"
 DONE_FILE = "done.json"
-NOT_FETCHED = frozenset({"robots_disallowed", "robots_unavailable", "private_address", "unsupported_scheme",
-                         "dns_error", "invalid_url"})
 
 
 @dataclass

@@ -30,9 +30,6 @@ class Frontier:
         self.queues.setdefault(host_key(url), deque()).append((url, depth))
         return True
 
-    def requeue_front(self, url: str, depth: int) -> None:
-        self.queues.setdefault(host_key(url), deque()).appendleft((url, depth))
-
     def queued(self) -> int:
         return sum(len(q) for q in self.queues.values())
 

@@ -54,10 +54,6 @@ def normalize_bytes(text: str | None) -> bytes:
     return b" ".join(_ZERO_RUNS.sub(b"0", data).split())
 
 
-def normalize_text(text: str | None) -> str:
-    return normalize_bytes(text).decode("utf-8")
-
-
 def exact_hash(normalized: bytes) -> int:
     """A 64-bit hash of the normalised text (unsigned); equal texts, equal hashes."""
     return int.from_bytes(hashlib.blake2b(normalized, digest_size=8).digest(), "little")

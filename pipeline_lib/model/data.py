@@ -33,10 +33,6 @@ class TokenStream:
     inputs: list[dict[str, Any]] = field(default_factory=list)  # shard name + sha256, for fingerprints
     tokenizer: dict[str, Any] | None = None  # what the manifests say about the encoding
 
-    @property
-    def n_documents(self) -> int:
-        return len(self.doc_lengths)
-
 
 def _flat_values(column: pa.ChunkedArray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     values, lengths = [], []
