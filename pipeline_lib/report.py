@@ -45,6 +45,11 @@ def funnel_text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def has_shards(fs, run_dir: str) -> bool:
+    """Whether any stage of the run has a complete shard (listing only, no manifest read)."""
+    return any(shards.list_shards(fs, shards.join(run_dir, stage)) for stage in STAGES)
+
+
 def verify_run(fs, run_dir: str) -> list[str]:
     """Every problem found re-checking every manifest of every stage of a run."""
     problems = []

@@ -40,7 +40,7 @@ def _verify(args: argparse.Namespace) -> int:
     from pipeline_lib import report, shards
 
     fs = shards.filesystem(args.run_dir, args.storage_options)
-    if not report.funnel(fs, args.run_dir):
+    if not report.has_shards(fs, args.run_dir):
         print(f"error: no shards under {args.run_dir}", file=sys.stderr)
         return 1
     problems = report.verify_run(fs, args.run_dir)

@@ -29,12 +29,12 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
 
     from flows.pipeline import pipeline
-    from pipeline_lib import report, shards
+    from pipeline_lib import report
 
     result = pipeline(config_path=args.config, partition=args.partition, data_root=args.data_root,
                       run_dir=args.run_dir)
     run_dir = result["run_dir"]
-    print(report.funnel_text(report.funnel(shards.filesystem(run_dir, cfg.run.storage_options), run_dir)))
+    print(report.funnel_text(result["funnel"]))  # the funnel the flow just published
     print(f"\ndone in {time.perf_counter() - t0:.1f}s; outputs in {run_dir}")
     train = result.get("train") or {}
     if train.get("checkpoint"):
