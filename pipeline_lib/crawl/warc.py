@@ -142,6 +142,7 @@ class _Source:
                 if "non-chunked gzip" in str(e) and gzipped and base == 0:
                     self.counters["warc.whole_file_gzip"] += 1
                     stream.seek(0)
+                    self._arc_keys.clear()  # the rows are read again from the start
                     yield from self._skip(self._iterate(gzip.GzipFile(fileobj=stream), resync=False), emitted)
                     return
                 problem = e
