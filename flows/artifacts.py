@@ -23,7 +23,8 @@ def publish_funnel(run_name: str, run_dir: str, fs) -> list[dict[str, Any]]:
     rows = report.funnel(fs, run_dir)
     table = [{"stage": r["stage"], "shards": r["shards"], "rows_in": r["rows_in"], "kept": r["kept"],
               "rejected": r["rejected"],
-              "reasons": ", ".join(f"{k}: {v}" for k, v in r["reasons"].items()) or "-"} for r in rows]
+              "reasons": ", ".join(f"{k}: {v}" for k, v in r["reasons"].items()) or "-",
+              "counters": ", ".join(f"{k}: {v}" for k, v in r["counters"].items()) or "-"} for r in rows]
     create_table_artifact(key=artifact_key("funnel", run_name), table=table,
                           description=f"Per-stage funnel of {run_dir}")
     reasons = [{"stage": r["stage"], "reason": k, "rows": v} for r in rows for k, v in r["reasons"].items()]

@@ -20,7 +20,13 @@ def crawl_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, 
                run_dir: str | None = None) -> dict:
     """Fill the run's source folder; resumes a killed crawl, does nothing for a finished one."""
     _, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
-    return source_task(ref, run_dir)
+    result = source_task(ref, run_dir)
+    for kind, summary in result.items():
+        done = " (already complete)" if summary.get("skipped") else ""
+        items = summary.get("pages", summary.get("docs", 0))
+        print(f"  {kind:<10} {items} {'documents' if kind == 'docs' else 'pages'}, {summary.get('rejected', 0)} "
+              f"rejected{done}", file=sys.stderr, flush=True)
+    return result
 
 
 if __name__ == "__main__":

@@ -24,6 +24,11 @@ def train_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, 
     if not cfg.train.enabled:
         return {"stage": "train", "disabled": True}
     result = train_task(ref, run_dir)
+    if result.get("skipped"):
+        print("  train      already complete", file=sys.stderr, flush=True)
+    else:
+        print(f"  train      {result.get('steps')} steps, loss {result.get('final_loss', float('nan')):.3f}, "
+              f"val {result.get('val_loss', float('nan')):.3f}", file=sys.stderr, flush=True)
     from flows.artifacts import publish_training
 
     publish_training(run_dir, result, cfg.run.storage_options)

@@ -144,12 +144,14 @@ class Crawler:
         name = shards.shard_name(self.next_shard)
         kept = pa.Table.from_pylist(self.kept, schema=PAGE_SCHEMA)
         rejected = pa.Table.from_pylist(self.rejected, schema=PAGE_REJECT_SCHEMA)
-        result = StageResult(kept, rejected, {"crawl.fetched_total": self.fetched - len(inflight)})
+        result = StageResult(kept, rejected)
         # State before the manifest: the manifest (written last by write_result) vouches for both.
         self._write_state(name, inflight)
         write_result(self.fs, self.out_dir, name, STAGE, kept.num_rows + rejected.num_rows, result,
                      self.config_hash, [], time.perf_counter() - self.buffer_started,
-                     extra={"source": "crawl", "crawl_state": shards.join(STATE_DIR, name + ".json")})
+                     extra={"source": "crawl", "crawl_state": shards.join(STATE_DIR, name + ".json"),
+                            # a running total, not a per-shard counter: counters are summed over shards
+                            "fetched_total": self.fetched - len(inflight)})
         self._drop_old_states(keep=name + ".json")
         self.shards_written.append(name)
         self.pages_written += kept.num_rows
