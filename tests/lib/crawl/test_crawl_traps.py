@@ -12,6 +12,7 @@ from pipeline_lib import shards
 from pipeline_lib.config import parse_config
 from pipeline_lib.crawl import run_crawl
 from tests.lib.crawl.trap_site import BIG_PAGE_BYTES, GZIP_TEXT, LATIN1_TEXT, SJIS_TEXT, serve_traps
+from tests.lib.shard_support import read_stage
 
 MAX_PAGES = 30
 
@@ -25,15 +26,6 @@ def _cfg(seed: str, **over):
     return parse_config({"crawl": crawl})
 
 
-def _read_all(fs, out_dir: str, which: str) -> pa.Table:
-    tables = []
-    for name in shards.list_shards(fs, out_dir):
-        manifest = shards.load_manifest(fs, out_dir, name)
-        if which in manifest["files"]:
-            tables.append(shards.read_verified(fs, out_dir, name, which))
-    return pa.concat_tables(tables) if tables else None
-
-
 @pytest.fixture(scope="module")
 def trap_crawl(tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp("crawl") / "00_crawl")
@@ -41,7 +33,7 @@ def trap_crawl(tmp_path_factory):
         fs = shards.filesystem(out_dir)
         summary = run_crawl(_cfg(site.base + "/"), fs, out_dir)
         yield {"site": site, "second": second, "summary": summary, "fs": fs, "out_dir": out_dir,
-               "kept": _read_all(fs, out_dir, "kept"), "rejected": _read_all(fs, out_dir, "rejected")}
+               "kept": read_stage(fs, out_dir, "kept"), "rejected": read_stage(fs, out_dir, "rejected")}
 
 
 def _reason_of(rejected: pa.Table, path_suffix: str) -> str:

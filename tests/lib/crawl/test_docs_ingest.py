@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from pipeline_lib import shards
 from pipeline_lib.crawl import ingest_docs
 from pipeline_lib.crawl.docs import DOC_SCHEMA
+from tests.lib.shard_support import read_stage
 
 
 def _write_inputs(d: Path) -> list[str]:
@@ -34,11 +35,8 @@ def _write_inputs(d: Path) -> list[str]:
 
 
 def _all(fs, out: str, which: str = "kept") -> list[dict]:
-    rows = []
-    for name in shards.list_shards(fs, out):
-        if which in shards.load_manifest(fs, out, name)["files"]:
-            rows += shards.read_verified(fs, out, name, which).to_pylist()
-    return rows
+    table = read_stage(fs, out, which)
+    return table.to_pylist() if table is not None else []
 
 
 def test_docs_shards_have_the_document_schema_and_reasons(tmp_path):

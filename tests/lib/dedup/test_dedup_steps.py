@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -10,6 +9,7 @@ from pipeline_lib import shards
 from pipeline_lib.config import parse_config
 from pipeline_lib.dedup import run_clustering, run_filter_shard, run_signatures_shard
 from tests.lib.dedup.docs import article, docs_table, lightly_edited, write_input
+from tests.lib.shard_support import read_stage
 
 @pytest.fixture()
 def run(tmp_path):
@@ -33,20 +33,12 @@ def run_all(cfg, fs, dirs):
     return sig, clu, out
 
 
-def read_all(fs, stage_dir: str, which: str) -> pa.Table:
-    tables = []
-    for n in shards.list_shards(fs, stage_dir):
-        if which in shards.load_manifest(fs, stage_dir, n)["files"]:
-            tables.append(shards.read_verified(fs, stage_dir, n, which=which))
-    return pa.concat_tables(tables)
-
-
 def test_drops_exact_and_near_duplicates_across_shards_keeping_the_earliest(run):
     fs, dirs = run
     cfg = parse_config({})
     sig, clu, out = run_all(cfg, fs, dirs)
-    kept = read_all(fs, dirs["out"], "kept")
-    rejected = read_all(fs, dirs["out"], "rejected")
+    kept = read_stage(fs, dirs["out"], "kept")
+    rejected = read_stage(fs, dirs["out"], "rejected")
     assert sorted(kept.column("id").to_pylist()) == ["a-exact-early", "b-early", "c", "empty1", "unique"]
     by_id = {r["id"]: r for r in rejected.to_pylist()}
     assert by_id["a-orig"]["reject_reason"] == "exact_duplicate"
@@ -67,7 +59,7 @@ def test_keep_rule_is_configurable(run):
     fs, dirs = run
     cfg = parse_config({"dedup": {"keep": "latest"}})
     run_all(cfg, fs, dirs)
-    kept = set(read_all(fs, dirs["out"], "kept").column("id").to_pylist())
+    kept = set(read_stage(fs, dirs["out"], "kept").column("id").to_pylist())
     assert {"a-orig", "b-late", "empty2"} <= kept and not {"a-near", "a-exact-early", "b-early"} & kept
 
 
@@ -96,7 +88,7 @@ def test_config_change_redoes_the_steps(run):
     run_all(parse_config({}), fs, dirs)
     sig, clu, out = run_all(parse_config({"dedup": {"near": False}}), fs, dirs)
     assert not clu["skipped"] and not any(s["skipped"] for s in sig + out)
-    rejected = read_all(fs, dirs["out"], "rejected")
+    rejected = read_stage(fs, dirs["out"], "rejected")
     assert set(pc.unique(rejected.column("reject_reason")).to_pylist()) == {"exact_duplicate"}
     assert sorted(rejected.column("id").to_pylist()) == ["a-orig", "empty2"]
 
