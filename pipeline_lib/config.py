@@ -326,6 +326,13 @@ class PipelineConfig(_Model):
     # Where the config came from; relative paths inside it resolve against this folder.
     base_dir: str = Field(".", exclude=True)
 
+    @classmethod
+    def from_json(cls, data: str, base_dir: str) -> "PipelineConfig":
+        """A config that travelled as JSON (to a worker), with the folder its relative paths resolve against."""
+        cfg = cls.model_validate_json(data)
+        cfg.base_dir = base_dir
+        return cfg
+
     def section_hash(self, section: str) -> str:
         """A short stable hash of one section: what a shard's manifest records as config_hash."""
         data = getattr(self, section).model_dump(mode="json")

@@ -69,9 +69,7 @@ def select(start: str | None = None, end: str | None = None, listed: str | None 
 def for_partition(cfg: PipelineConfig, partition: str) -> PipelineConfig:
     """The same config, keyed to another partition (so its run dir is that partition's)."""
     run = cfg.run.model_copy(update={"partition": partition})
-    out = cfg.model_copy(update={"run": run})
-    out.base_dir = cfg.base_dir
-    return out
+    return cfg.model_copy(update={"run": run})  # base_dir is copied too
 
 
 @dataclass(frozen=True)

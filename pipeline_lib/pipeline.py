@@ -27,9 +27,7 @@ class ConfigRef:
         return cls(cfg.model_dump_json(), cfg.base_dir)
 
     def load(self) -> PipelineConfig:
-        cfg = PipelineConfig.model_validate_json(self.json)
-        cfg.base_dir = self.base_dir
-        return cfg
+        return PipelineConfig.from_json(self.json, self.base_dir)
 
 
 # Per-document stages in pipeline order (dedup is the global one in the middle).
@@ -71,7 +69,7 @@ def input_dir(cfg: PipelineConfig, run_dir: str, key: str) -> str:
 def prepare_run(cfg: PipelineConfig) -> str:
     """Create the run dir and record the resolved config (rewritten only if it changed)."""
     run_dir = cfg.run_dir
-    fs = shards.filesystem(run_dir, cfg.run.storage_options)
+    fs = fs_for(cfg, run_dir)
     fs.makedirs(fs._strip_protocol(run_dir), exist_ok=True)
     path = shards.join(run_dir, "config.yaml")
     text = dump_config(cfg).encode()

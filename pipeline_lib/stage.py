@@ -100,11 +100,7 @@ def stage_class(key: str) -> type[Stage]:
 
 @lru_cache(maxsize=16)
 def _cached_stage(key: str, cfg_json: str, base_dir: str) -> Stage:
-    from pipeline_lib.config import PipelineConfig
-
-    cfg = PipelineConfig.model_validate_json(cfg_json)
-    cfg.base_dir = base_dir
-    return stage_class(key)(cfg)
+    return stage_class(key)(PipelineConfig.from_json(cfg_json, base_dir))
 
 
 def build_stage(key: str, cfg: PipelineConfig) -> Stage:
