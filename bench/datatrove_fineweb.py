@@ -110,7 +110,15 @@ def main() -> None:
     dedup_step = next((s for s in final if "MinHash" in s.get("name", "")), {})
     kept_final = value(dedup_step, "forwarded")
     tokens = value(final[-1], "tokens") if final else 0
-    print(json.dumps({"seconds": seconds, "wall_seconds": round(wall, 3), "warc_files": n_files,
+    # Task seconds per pipeline step (summed over tasks), from datatrove's own stats: where its time goes.
+    step_seconds: dict[str, float] = {}
+    for name in ("filtering", "minhash_signatures", "minhash_buckets", "minhash_cluster", "minhash_filter_pii_tokens"):
+        for step in stats(name):
+            t = step.get("time_stats") or {}
+            label = "".join(c for c in step.get("name", "?").split(":")[-1] if c.isascii()).strip()
+            step_seconds[f"{name}/{label}"] = round(t.get("total", 0.0) if isinstance(t, dict) else float(t), 2)
+    print(json.dumps({"seconds": seconds, "step_task_seconds": step_seconds, "wall_seconds": round(wall, 3),
+                      "warc_files": n_files,
                       "documents_read": reader_docs, "kept_after_filters": kept_filtering,
                       "kept_after_dedup": kept_final, "tokens": tokens}))
 
