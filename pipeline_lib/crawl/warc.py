@@ -28,8 +28,8 @@ from typing import Any, Iterator
 import fsspec
 from warcio.archiveiterator import ArchiveIterator
 from warcio.bufferedreaders import BufferedReader, ChunkedDataReader
-from warcio.limitreader import LimitReader
 from warcio.exceptions import ArchiveLoadFailed
+from warcio.limitreader import LimitReader
 
 from pipeline_lib.crawl.encoding import charset_from_content_type, charset_from_meta, codec_for, decode_html
 from pipeline_lib.crawl.fetcher import HTML_TYPES, looks_binary
@@ -44,6 +44,8 @@ MAX_HTTP_HEAD_BYTES = 1 << 20  # read with the payload; a head larger than this 
 _HTTP_SCHEMES = ("http:", "https:")  # as warcio: only these records carry an HTTP head
 _DECOMPRESSORS = frozenset(BufferedReader.get_supported_decompressors())
 _HEAD_END = re.compile(rb"(?:^|\n)[ \t\r\x0b\x0c]*\n")  # a blank (whitespace-only) line ends the head
+# One encoder for every page: json.dumps with options builds a new JSONEncoder per call.
+_headers_json = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 _DATE_PREFIX = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})(?:[T ]?(\d{2}):?(\d{2}):?(\d{2}))?")
 
 
@@ -261,7 +263,7 @@ class _Source:
         return "kept", {"id": doc_id("warc", record_id), "url": url, "final_url": url, "status": status,
                         "content_type": content_type, "html": html_as_utf8(body, content_type),
                         "fetched_at": fetched_at, "depth": None, "source": "warc",
-                        "headers": json.dumps(headers, sort_keys=True, ensure_ascii=False)}
+                        "headers": _headers_json(headers)}
 
 
 @lru_cache(maxsize=256)
@@ -289,10 +291,14 @@ def html_as_utf8(body: bytes, content_type: str) -> bytes:
                 return body
         else:
             try:
-                return body.decode(codec).encode("utf-8")
-            except UnicodeDecodeError:
+                return body.decode(codec).encode("utf-8", "replace")
+            except (UnicodeError, LookupError):
                 pass  # a wrong declaration: decode_html tries the next source of truth
-    return decode_html(body, content_type)[0].encode("utf-8", "replace")
+    try:
+        text = decode_html(body, content_type)[0]
+    except (UnicodeError, LookupError):  # a label naming no text codec ("hex", "base64", "undefined")
+        text = body.decode("utf-8") if _is_utf8(body) else body.decode("cp1252", "replace")
+    return text.encode("utf-8", "replace")  # "replace": unicode_escape can yield lone surrogates
 
 
 def _is_utf8(body: bytes) -> bool:

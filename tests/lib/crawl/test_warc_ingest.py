@@ -210,7 +210,8 @@ def test_http_head_splits_like_warcio(head):
 @pytest.mark.parametrize("body,content_type", [
     (b"<html>plain ascii</html>", "text/html; charset=iso-8859-1"),
     ("<html>caf\u00e9 \u2603</html>".encode(), "text/html"),  # undeclared UTF-8
-    ("<html>\u0421\u0442\u0440\u0430\u0442\u0435\u0433\u0438\u044f</html>".encode("cp1251"), "text/html; charset=windows-1251"),
+    ("<html>\u0421\u0442\u0440\u0430\u0442\u0435\u0433\u0438\u044f</html>".encode("cp1251"),
+     "text/html; charset=windows-1251"),
     ('<meta charset="gb2312"><p>\u4e2d\u6587</p>'.encode("gb18030"), "text/html"),  # <meta> only
     ("<p>caf\u00e9 \u201cq\u201d</p>".encode("cp1252"), "text/html; charset=utf-8"),  # wrong declaration
     ("<p>x</p>".encode("utf-16"), "text/html"),  # BOM
@@ -225,3 +226,12 @@ def test_pages_stored_as_utf8_bytes_hold_the_decoded_text(body, content_type):
 
     stored = html_as_utf8(body, content_type)
     assert stored.decode("utf-8") == decode_html(body, content_type)[0]
+
+
+@pytest.mark.parametrize("label", ["hex", "base64", "undefined", "unicode_escape", "punycode"])
+def test_a_charset_label_naming_no_text_codec_still_gives_a_page(label):
+    from pipeline_lib.crawl.warc import html_as_utf8
+
+    body = f'<meta charset="{label}"><p>caf\u00e9 \\ud800</p>'.encode()
+    text = html_as_utf8(body, "text/html").decode("utf-8")  # valid UTF-8, so Arrow takes it
+    assert text.startswith("<meta") and "</p>" in text
