@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.filters import Doc, QualityFilter, build_filter
-from pipeline_lib.stage import Stage, StageResult
+from pipeline_lib.stage import Stage, StageResult, put_column
 
 
 class QualityChain:
@@ -72,13 +72,7 @@ class QualityStage(Stage):
 
         out = table
         if new_texts != texts:
-            idx = out.column_names.index("text")
-            out = out.set_column(idx, out.schema.field(idx), pa.array(new_texts, out.schema.field(idx).type))
+            out = put_column(out, "text", pa.array(new_texts, out.schema.field("text").type))
         for name, dtype in self.chain.columns.items():
-            arr = pa.array(values[name], dtype)
-            if name in out.column_names:  # re-running on already-scored data: replace, do not duplicate
-                idx = out.column_names.index(name)
-                out = out.set_column(idx, pa.field(name, dtype), arr)
-            else:
-                out = out.append_column(pa.field(name, dtype), arr)
+            out = put_column(out, name, pa.array(values[name], dtype))
         return StageResult.split(out, reasons, counters=dict(counters))

@@ -59,6 +59,15 @@ class StageResult:
         return cls(table, empty, dict(counters or {}))
 
 
+def put_column(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
+    """Set column ``name`` to ``values``: in place when the table has it (a stage re-run on its own
+    output, or text a stage rewrites), else appended. Stages own their columns without duplicating them."""
+    if name in table.column_names:
+        idx = table.column_names.index(name)
+        return table.set_column(idx, table.schema.field(idx).with_type(values.type), values)
+    return table.append_column(pa.field(name, values.type), values)
+
+
 class Stage(ABC):
     """One per-document step. Subclasses set ``name``/``section`` and write ``process``."""
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 from pipeline_lib.config import PipelineConfig
 from pipeline_lib.pii.anonymize import Anonymizer
 from pipeline_lib.pii.detect import Detector, Span
-from pipeline_lib.stage import Stage, StageResult
+from pipeline_lib.stage import Stage, StageResult, put_column
 
 TOO_MANY_SPANS = "pii_too_many_spans"
 SPANS_COLUMN = "pii_spans"
@@ -66,13 +66,8 @@ class PiiStage(Stage):
                 counters["pii.docs_with_pii"] += 1
             too_many = self.pii.max_spans is not None and len(spans) > self.pii.max_spans
             reasons.append(TOO_MANY_SPANS if too_many else None)
-        idx = table.column_names.index("text")
-        table = table.set_column(idx, table.schema.field(idx), pa.array(new_texts, table.schema.field(idx).type))
-        span_array = pa.array(span_counts, pa.int32())
-        if SPANS_COLUMN in table.column_names:
-            table = table.set_column(table.column_names.index(SPANS_COLUMN), SPANS_COLUMN, span_array)
-        else:
-            table = table.append_column(SPANS_COLUMN, span_array)
+        table = put_column(table, "text", pa.array(new_texts, table.schema.field("text").type))
+        table = put_column(table, SPANS_COLUMN, pa.array(span_counts, pa.int32()))
         counters["pii.spans"] = sum(span_counts)
         return StageResult.split(table, reasons, dict(counters))
 
