@@ -235,3 +235,42 @@ def test_a_charset_label_naming_no_text_codec_still_gives_a_page(label):
     body = f'<meta charset="{label}"><p>caf\u00e9 \\ud800</p>'.encode()
     text = html_as_utf8(body, "text/html").decode("utf-8")  # valid UTF-8, so Arrow takes it
     assert text.startswith("<meta") and "</p>" in text
+
+
+def _chunked(data: bytes, size: int = 7) -> bytes:
+    chunks = [data[i:i + size] for i in range(0, len(data), size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_payload_encodings_and_head_outcomes_in_a_written_warc(tmp_path, compress):
+    import io
+    import zlib
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    html = "<html><p>caf\u00e9 \u2603 page</p></html>".encode()
+    cases = {  # name: (status, headers, payload as stored)
+        "gzip": ("200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "gzip")], gzip.compress(html)),
+        "chunked-gzip": ("200 OK", [("Content-Type", "text/html"), ("Transfer-Encoding", "chunked"),
+                                    ("Content-Encoding", "gzip")], _chunked(gzip.compress(html))),
+        "deflate": ("200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "deflate")], zlib.compress(html)),
+        "folded": ("200 OK", [("X-Long", "a\r\n b"), ("Content-Type", "text/html")], html),
+        "server-error": ("500 Oops", [("Content-Type", "text/html")], html),
+        "pdf": ("200 OK", [("Content-Type", "application/pdf")], b"%PDF-1.4"),
+        "blank": ("200 OK", [("Content-Type", "text/html")], b"  \r\n "),
+    }
+    path = tmp_path / ("made.warc.gz" if compress else "made.warc")
+    with open(path, "wb") as f:
+        writer = WARCWriter(f, gzip=compress)
+        for name, (status, headers, payload) in cases.items():
+            head = StatusAndHeaders(status, headers, protocol="HTTP/1.1")
+            writer.write_record(writer.create_warc_record(f"http://example.com/{name}", "response",
+                                                          payload=io.BytesIO(payload), http_headers=head))
+    summary, kept, rejected = _ingest_one(str(path), tmp_path)
+    assert {r["url"].rsplit("/", 1)[1]: r["html"] for r in kept} == {
+        "gzip": html.decode(), "chunked-gzip": html.decode(), "deflate": html.decode(), "folded": html.decode()}
+    assert '"x-long": "a b"' in next(r["headers"] for r in kept if r["url"].endswith("folded"))
+    assert {r["url"].rsplit("/", 1)[1]: r["reject_reason"] for r in rejected} == {
+        "server-error": "http_500", "pdf": "non_html", "blank": "empty_body"}
