@@ -25,7 +25,7 @@ DEFAULT_CONFIG = "configs/small.yaml"
 SCHEDULED_DATE = "{scheduled_date}"  # deployment parameter: partition = the run's scheduled date
 DATA_ROOT_ENV = "CRAWL2MODEL_DATA_ROOT"  # set on a worker: the data root of every run it starts
 # CPU stages that map one task per shard: the ones a Dask cluster spreads out (crawl and train do not).
-DASK_STAGES = ("urlfilter", "extract", "langid", "quality", "dedup", "pii", "tokens")
+DASK_STAGES = tuple(k for k in pipeline.ORDER if k not in ("crawl", "train"))
 
 # Appended to every flow's docstring: Prefect shows these as the parameters' descriptions in the UI.
 PARAMETER_DOCS = """
