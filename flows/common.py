@@ -187,12 +187,18 @@ def print_progress(summary: dict[str, Any]) -> None:
           f"{s['rejected']} rejected", file=sys.stderr, flush=True)
 
 
-def run_stage(ref: ConfigRef, run_dir: str, key: str) -> dict[str, Any]:
-    cfg = ref.load()
-    if not pipeline.enabled(cfg, key):
-        return {"stage": key, "disabled": True}
+def stage_inputs(ref: ConfigRef, run_dir: str, key: str) -> list[str] | None:
+    """The shards a stage maps over, after clearing leftovers of killed writes; None if it is disabled."""
+    if not pipeline.enabled(ref.load(), key):
+        return None
     pipeline.begin_stage(ref, run_dir, key)
-    names = pipeline.list_input_shards(ref, run_dir, key)
+    return pipeline.list_input_shards(ref, run_dir, key)
+
+
+def run_stage(ref: ConfigRef, run_dir: str, key: str) -> dict[str, Any]:
+    names = stage_inputs(ref, run_dir, key)
+    if names is None:
+        return {"stage": key, "disabled": True}
     return map_over_shards(key, names, lambda n: stage_shard_task.submit(ref, run_dir, key, n))
 
 

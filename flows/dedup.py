@@ -11,8 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 from prefect import flow  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from flows.common import DEFAULT_CONFIG, documented, map_over_shards, resolve, stage_cli  # noqa: E402
-from pipeline_lib import pipeline  # noqa: E402
+from flows.common import DEFAULT_CONFIG, documented, map_over_shards, resolve, stage_cli, stage_inputs  # noqa: E402
 from tasks.shard_tasks import cluster_task, dedup_filter_task, signatures_task  # noqa: E402
 
 
@@ -21,11 +20,10 @@ from tasks.shard_tasks import cluster_task, dedup_filter_task, signatures_task  
 def dedup_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                run_dir: str | None = None) -> dict:
     """Map signatures, reduce to clusters (one task, bounded memory), map the filter."""
-    cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
-    if not pipeline.enabled(cfg, "dedup"):
+    _, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
+    names = stage_inputs(ref, run_dir, "dedup")
+    if names is None:
         return {"stage": "dedup", "disabled": True}
-    pipeline.begin_stage(ref, run_dir, "dedup")
-    names = pipeline.list_input_shards(ref, run_dir, "dedup")
     map_over_shards("signatures", names, lambda n: signatures_task.submit(ref, run_dir, n))
     clusters = cluster_task(ref, run_dir)
     summary = map_over_shards("dedup", names, lambda n: dedup_filter_task.submit(ref, run_dir, n))
