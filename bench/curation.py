@@ -93,12 +93,10 @@ def cpu_seconds(extra_pids=()) -> float:
 
 # ----------------------------------------------------------------------------------------- inputs
 def load_inputs(n_pages: int, n_docs: int, n_urls: int, blocked_hosts: list[str]) -> dict:
-    pages = []
-    for html_path in sorted((SHARED / "extraction").glob("*.html"))[:n_pages]:
-        gold = json.loads(html_path.with_suffix(".json").read_text(encoding="utf-8"))
-        pages.append({"id": html_path.stem[:20], "url": gold.get("url") or f"https://example.test/{html_path.stem}",
-                      "html": html_path.read_bytes().decode("utf-8", errors="replace"),
-                      "gold": gold.get("articleBody") or ""})
+    from pipeline_lib.evaluate.extraction import load_pages  # what `crawl2model eval extraction` reads
+
+    pages = [{**page, "id": page["id"][:20], "url": page["url"] or f"https://example.test/{page['id']}"}
+             for page in load_pages(SHARED / "extraction", n_pages)]
     urls = []
     for i in range(n_urls):
         if blocked_hosts and i % 20 == 7:
