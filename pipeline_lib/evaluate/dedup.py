@@ -17,11 +17,15 @@ import pyarrow as pa
 from pipeline_lib.config import DedupConfig, PipelineConfig, load_config
 
 
+# dedup knobs the command line may override (--shingle-hash has its own choices below)
+NUMERIC_KNOBS = (("ngram", int), ("num_perm", int), ("bands", int), ("rows", int), ("verify_threshold", float),
+                 ("neighbours", int))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.jsonl", help="{id, text, cluster} per line")
     parser.add_argument("--config", help="pipeline YAML whose dedup section to use (default: built-in defaults)")
-    for knob, kind in (("ngram", int), ("num_perm", int), ("bands", int), ("rows", int),
-                       ("verify_threshold", float), ("neighbours", int)):
+    for knob, kind in NUMERIC_KNOBS:
         parser.add_argument(f"--{knob.replace('_', '-')}", dest=knob, type=kind, default=None,
                             help=f"override dedup.{knob}")
     parser.add_argument("--shingle-hash", dest="shingle_hash", choices=["sha1", "poly64"], default=None,
@@ -30,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def dedup_config(args: argparse.Namespace) -> DedupConfig:
     base = load_config(args.config).dedup if getattr(args, "config", None) else PipelineConfig().dedup
-    knobs = ("ngram", "num_perm", "bands", "rows", "verify_threshold", "neighbours", "shingle_hash")
+    knobs = [knob for knob, _ in NUMERIC_KNOBS] + ["shingle_hash"]
     overrides = {k: getattr(args, k) for k in knobs if getattr(args, k, None) is not None}
     return DedupConfig.model_validate({**base.model_dump(), **overrides, "scope": "run"})
 
