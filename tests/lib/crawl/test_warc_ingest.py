@@ -219,6 +219,12 @@ def test_http_head_splits_like_warcio(head):
     (b"<html>ascii, utf-16 label</html>", "text/html; charset=utf-16"),  # ignored label
     (b"<p>\xed\xa0\x80 lone surrogate</p>", "text/html"),  # invalid UTF-8
     ('<meta charset="euc-jp"><p>\u30d8\u30c3\u30c9</p>'.encode("euc-jp"), "text/html; charset=bogus-label"),
+    # Pages larger than the 16 KB slices they are checked in, with multibyte characters cut by slice ends:
+    (("<p>\u4e2d\u6587 x" * 9000).encode("gb18030"), "text/html; charset=gb2312"),
+    (("<p>\u0421\u0442 \u2603" * 9000).encode("utf-8"), "text/html"),
+    (("<p>\u2603" * 9000).encode("utf-8") + b"\xff tail", "text/html; charset=utf-8"),  # invalid past slice 1
+    (("<p>\u2603" * 9000).encode("utf-8") + b"\xe2\x98", "text/html"),  # cut character at the very end
+    (("\u0421\u0442\u0440 " * 20000).encode("cp1251"), "text/html; charset=windows-1251"),
 ])
 def test_pages_stored_as_utf8_bytes_hold_the_decoded_text(body, content_type):
     from pipeline_lib.crawl.encoding import decode_html
@@ -274,3 +280,12 @@ def test_payload_encodings_and_head_outcomes_in_a_written_warc(tmp_path, compres
     assert '"x-long": "a b"' in next(r["headers"] for r in kept if r["url"].endswith("folded"))
     assert {r["url"].rsplit("/", 1)[1]: r["reject_reason"] for r in rejected} == {
         "server-error": "http_500", "pdf": "non_html", "blank": "empty_body"}
+
+
+def test_utf8_check_in_slices_accepts_characters_cut_by_a_slice_end():
+    from pipeline_lib.crawl.warc import _is_utf8
+
+    page = ("<p>\u2603\u0421 " * 9000).encode("utf-8")  # 3- and 2-byte characters across 16 KB slice ends
+    assert _is_utf8(page) and _is_utf8(b"") and _is_utf8(b"ascii")
+    assert not _is_utf8(page + b"\xe2\x98")  # a character cut by the end of the page is not UTF-8
+    assert not _is_utf8(page[:20000] + b"\xed\xa0\x80" + page[20000:])  # an encoded surrogate
