@@ -8,6 +8,11 @@ and the reader resynchronises at the next record (the next gzip member, or the n
 line), so one bad record does not lose the rest of the file. A file compressed as one gzip stream
 (not per record) is read through a plain gunzip instead of being refused.
 
+Speed (bench/crawl.py, warc section): warcio iterates with ``no_record_parse`` and only response
+records get their HTTP head split off (``http_head``, warcio's rules on bytes in memory); pages go
+into the shard as UTF-8 bytes (``html_as_utf8``: the text ``decode_html`` gives, transcoded only
+when the page is not UTF-8 already).
+
 Idempotent through ``ingest.ingest_files``: deterministic shard numbering per input file, a
 per-file completion marker, finished files skipped on rerun.
 """
