@@ -29,9 +29,12 @@ def codec_for(label: str | None) -> str | None:
     label = label.strip().lower()
     label = _ALIASES.get(label, label)
     try:
-        name = codecs.lookup(label).name
+        info = codecs.lookup(label)
     except LookupError:
         return None
+    if not getattr(info, "_is_text_encoding", True):  # hex, base64, zlib...: bytes-to-bytes, not a charset
+        return None
+    name = info.name
     # utf-16 declared in a <meta> of an ASCII-compatible page is a lie (WHATWG says: use utf-8).
     return name
 

@@ -166,3 +166,10 @@ def test_politeness_delay_per_host_with_two_hosts(tmp_path):
     assert [len(times) for times in logs] == [4, 4]  # round-robin: the budget is shared fairly
     for times in logs:  # the server's own clock: never two requests to one host closer than the delay
         assert all(b - a >= 0.29 for a, b in zip(times, times[1:]))
+
+
+def test_charset_labels_that_name_no_text_codec_are_ignored():
+    from pipeline_lib.crawl.encoding import decode_html
+
+    assert decode_html("<p>café</p>".encode(), "text/html; charset=hex") == ("<p>café</p>", "utf-8")
+    assert decode_html(b"<meta charset=base64><p>hi</p>", None)[0] == "<meta charset=base64><p>hi</p>"
