@@ -55,27 +55,35 @@ def _tokenizer_from_manifest(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def describe_shards(fs, token_dir: str) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
-    """Shard names, their checksums and the tokenizer they name, from the manifests alone (cheap:
-    enough to decide that a finished run needs no work)."""
+def _token_manifests(fs, token_dir: str) -> dict[str, dict[str, Any]]:
     names = shards.list_shards(fs, token_dir)
     if not names:
         raise FileNotFoundError(f"{token_dir}: no token shards (_manifests/part-*.manifest.json) to train on")
+    return {name: shards.load_manifest(fs, token_dir, name) for name in names}
+
+
+def _describe(manifests: dict[str, dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
     inputs, tokenizer = [], None
-    for name in names:
-        manifest = shards.load_manifest(fs, token_dir, name)
+    for name, manifest in manifests.items():
         inputs.append({"shard": name, "sha256": manifest["files"]["kept"]["sha256"]})
         tokenizer = tokenizer or _tokenizer_from_manifest(manifest)
-    return names, inputs, tokenizer
+    return list(manifests), inputs, tokenizer
+
+
+def describe_shards(fs, token_dir: str) -> tuple[list[str], list[dict[str, Any]], dict[str, Any] | None]:
+    """Shard names, their checksums and the tokenizer they name, from the manifests alone (cheap:
+    enough to decide that a finished run needs no work)."""
+    return _describe(_token_manifests(fs, token_dir))
 
 
 def load_token_stream(fs, token_dir: str) -> TokenStream:
     """Read every complete shard of ``token_dir`` (checksums verified) into one stream."""
-    names, inputs, tokenizer = describe_shards(fs, token_dir)
+    manifests = _token_manifests(fs, token_dir)  # read once: described, then verified against
+    names, inputs, tokenizer = _describe(manifests)
     values: list[np.ndarray] = []
     lengths: list[np.ndarray] = []
     for name in names:
-        table = shards.read_verified(fs, token_dir, name, columns=["tokens"])
+        table = shards.read_verified(fs, token_dir, name, columns=["tokens"], manifest=manifests[name])
         v, n = _flat_values(table.column("tokens"))
         values += v
         lengths += n
