@@ -72,7 +72,8 @@ class CrawlConfig(_Model):
 
 
 class SourceConfig(_Model):
-    kind: Literal["crawl", "warc", "docs"] = Field("crawl", description="Where documents come from.")
+    kind: Literal["crawl", "warc", "crawl+warc", "docs"] = Field(
+        "crawl", description="crawl | warc | crawl+warc (both into 00_crawl) | docs (cleaned documents, from 03_langid on).")
     warc_paths: list[str] = Field(default_factory=list, description="WARC files or URLs (for kind warc).")
     docs_paths: list[str] = Field(default_factory=list, description="Cleaned-document files (for kind docs).")
     text_column: str = Field("text", description="Column holding the document text (kind docs).")
@@ -351,7 +352,7 @@ class PipelineConfig(_Model):
                                         for i, p in enumerate(self.urlfilter.blocklist_files)]
         if self.langid.model_path:
             named.append(("langid.model_path", self.langid.model_path))
-        if self.source.kind == "warc":
+        if "warc" in self.source.kind:
             named += [(f"source.warc_paths[{i}]", p) for i, p in enumerate(self.source.warc_paths)]
         if self.source.kind == "docs":
             named += [(f"source.docs_paths[{i}]", p) for i, p in enumerate(self.source.docs_paths)]

@@ -120,12 +120,15 @@ def run_source(ref: ConfigRef, run_dir: str, progress=None) -> dict[str, Any]:
                                           url_column=cfg.source.url_column,
                                           records_per_shard=cfg.source.records_per_shard,
                                           storage_options=cfg.run.storage_options)}
-    if kind == "warc":
+    if "crawl" in kind:
+        summaries["crawl"] = _crawl_with_sample_site(cfg, fs, out, progress)
+    if "warc" in kind:
+        from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD
+
         paths = [cfg.resolve_path(p) for p in cfg.source.warc_paths]
         summaries["warc"] = crawl.ingest_warc(paths, fs, out, cfg.source.records_per_shard,
-                                              storage_options=cfg.run.storage_options)
-    else:
-        summaries["crawl"] = _crawl_with_sample_site(cfg, fs, out, progress)
+                                              storage_options=cfg.run.storage_options,
+                                              first_shard=WARC_FIRST_SHARD if kind == "crawl+warc" else 0)
     return summaries
 
 

@@ -19,11 +19,15 @@ def run_crawl(cfg: PipelineConfig, fs, out_dir: str, progress: Callable[[dict], 
 
 
 def ingest_warc(paths: list[str], fs, out_dir: str, records_per_shard: int = 1000,
-                storage_options: dict | None = None) -> dict:
-    """WARC/WARC.gz files, URLs or ``warc.paths.gz`` listings -> page shards (source=warc)."""
+                storage_options: dict | None = None, first_shard: int = 0) -> dict:
+    """WARC/WARC.gz files, URLs or ``warc.paths.gz`` listings -> page shards (source=warc).
+
+    ``first_shard``: the number of the first shard written (beside a crawl in the same folder:
+    ``ingest.WARC_FIRST_SHARD``).
+    """
     from pipeline_lib.crawl.warc import ingest_warc as _ingest
 
-    return _ingest(paths, fs, out_dir, records_per_shard, storage_options)
+    return _ingest(paths, fs, out_dir, records_per_shard, storage_options, first_shard)
 
 
 def ingest_docs(paths: list[str], fs, out_dir: str, text_column: str = "text", url_column: str = "url",

@@ -29,6 +29,7 @@ from pipeline_lib import shards
 from pipeline_lib.config import CrawlConfig, PipelineConfig
 from pipeline_lib.crawl.fetcher import FetchResult, Fetcher, FetchSettings, address_problem
 from pipeline_lib.crawl.frontier import Frontier
+from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD
 from pipeline_lib.crawl.robots import RobotsCache
 from pipeline_lib.crawl.urls import Scope, normalize_url
 from pipeline_lib.schema import PAGE_REJECT_SCHEMA, PAGE_SCHEMA, doc_id
@@ -107,7 +108,8 @@ class Crawler:
         done = json.loads(shards.read_bytes(self.fs, done_path)) if shards.exists(self.fs, done_path) else None
         if done is None:
             shards.remove_temp_files(self.fs, self.out_dir)  # leftovers of a write that was killed
-        names = [n for n in shards.list_shards(self.fs, self.out_dir)]
+        # Only the crawl's own shards: WARC ingest may share the folder from WARC_FIRST_SHARD on.
+        names = [n for n in shards.list_shards(self.fs, self.out_dir) if int(n.split("-", 1)[1]) < WARC_FIRST_SHARD]
         if not names:
             for seed in self.seeds:
                 self.frontier.add(seed, 0)

@@ -20,6 +20,9 @@ from pipeline_lib.stage import StageResult, write_result
 
 STAGE = "00_crawl"
 STATE_DIR = "_ingest_state"
+# With source.kind crawl+warc both write 00_crawl: the crawl numbers its shards from 0, WARC
+# ingest from here, so neither source's names (nor its resume state) collide with the other's.
+WARC_FIRST_SHARD = 500_000
 
 # A reader turns one input path into (kind, row) pairs, kind "kept" or "rejected", and fills counters.
 Reader = Callable[[str, Counter], Iterator[tuple[str, dict]]]
@@ -43,8 +46,8 @@ def _write_shard(fs, out_dir: str, stage: str, index: int, kept: list[dict], rej
 
 
 def ingest_files(inputs: list[str], fs, out_dir: str, records_per_shard: int, reader: Reader, kind: str,
-                 schemas: tuple[pa.Schema, pa.Schema], stage: str = STAGE) -> dict[str, Any]:
-    next_index = 0
+                 schemas: tuple[pa.Schema, pa.Schema], stage: str = STAGE, first_shard: int = 0) -> dict[str, Any]:
+    next_index = first_shard
     reasons: Counter[str] = Counter()
     counters: Counter[str] = Counter()
     kept_total = rejected_total = written = skipped_files = 0

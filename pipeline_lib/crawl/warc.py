@@ -428,9 +428,9 @@ def _read_warc(storage_options: dict | None):
 
 
 def ingest_warc(paths: list[str], fs, out_dir: str, records_per_shard: int = 1000,
-                storage_options: dict | None = None) -> dict[str, Any]:
+                storage_options: dict | None = None, first_shard: int = 0) -> dict[str, Any]:
     inputs = expand_inputs(paths, storage_options)
     summary = ingest_files(inputs, fs, out_dir, records_per_shard, _read_warc(storage_options), "warc",
-                           (PAGE_SCHEMA, PAGE_REJECT_SCHEMA))
+                           (PAGE_SCHEMA, PAGE_REJECT_SCHEMA), first_shard=first_shard)
     summary["pages"] = summary.pop("kept")
     return summary

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from pipeline_lib import pipeline, report, shards
 from pipeline_lib.config import parse_config
 from pipeline_lib.pipeline import ConfigRef
+from tests.e2e.support import free_port
 
 ARTICLE = (
     "The old mill by the river was built more than two hundred years ago by a family of millers. "
@@ -95,3 +96,27 @@ def test_cleaned_documents_run_through_langid_quality_dedup_pii_tokens(tmp_path)
     assert len(clean) == 3 and not any("@example.org" in t for t in clean)
     assert _read(f"{run_dir}/07_tokens").num_rows == 3
     assert report.verify_run(shards.filesystem(run_dir), run_dir) == []
+
+
+def test_crawl_and_warc_sources_share_00_crawl_and_resume_independently(tmp_path, shared_data):
+    warc = shared_data / "warc" / "resiliparse" / "warcfile.warc.gz"
+    cfg = parse_config({"run": {"data_root": str(tmp_path / "runs"), "name": "both", "partition": "p"},
+                        "source": {"kind": "crawl+warc", "warc_paths": [str(warc)]},
+                        "crawl": {"seeds": ["{sample_site}"], "max_pages": 12, "pages_per_shard": 5,
+                                  # a fixed port: the URLs (and so the crawl's identity) must not change
+                                  "sample_site": {"enabled": True, "port": free_port()}}})
+    ref, run_dir = ConfigRef.of(cfg), pipeline.prepare_run(cfg)
+    first = pipeline.run_source(ref, run_dir)
+    fs = shards.filesystem(run_dir)
+    crawl_dir = f"{run_dir}/00_crawl"
+    names = shards.list_shards(fs, crawl_dir)
+    sources = {n: shards.load_manifest(fs, crawl_dir, n)["source"] for n in names}
+    assert {"crawl", "warc"} == set(sources.values())
+    assert all((s == "warc") == (int(n.split("-")[1]) >= 500_000) for n, s in sources.items())
+    assert first["crawl"]["pages"] + first["warc"]["pages"] == sum(
+        shards.load_manifest(fs, crawl_dir, n)["counters"]["kept"] for n in names)
+    # A rerun finds both sources complete: nothing is written again.
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    again = pipeline.run_source(ref, run_dir)
+    assert again["crawl"]["skipped"] and again["warc"]["skipped"]
+    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
