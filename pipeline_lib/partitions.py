@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from pipeline_lib import pipeline, shards
 from pipeline_lib.config import PipelineConfig
+from pipeline_lib.schema import TRAIN_DONE_FILE
 
 MAX_PARTITIONS = 3660  # ten years of days: a typo in --from should not create a million flow runs
-TRAIN_DONE = "done.json"  # pipeline_lib.model.train.DONE_FILE, without importing torch to read a flag
 _PARTITION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,127}")  # the same rule as run.partition
 
 
@@ -102,6 +102,6 @@ def check(cfg: PipelineConfig, partition: str) -> Completeness:
         missing.append("07_tokens: no input shards")
     elif not set(inputs) <= done:
         missing.append(f"07_tokens: {len(set(inputs) & done)} of {len(inputs)} shards")
-    if pcfg.train.enabled and not shards.exists(fs, shards.join(pipeline.stage_dir(run_dir, "train"), TRAIN_DONE)):
-        missing.append(f"08_train: no {TRAIN_DONE}")
+    if pcfg.train.enabled and not shards.exists(fs, shards.join(pipeline.stage_dir(run_dir, "train"), TRAIN_DONE_FILE)):
+        missing.append(f"08_train: no {TRAIN_DONE_FILE}")
     return Completeness(partition, run_dir, not missing, tuple(missing))

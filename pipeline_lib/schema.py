@@ -16,6 +16,7 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 STAGES = ["00_crawl", "01_urlfilter", "02_extract", "03_langid", "04_quality", "05_dedup", "06_pii", "07_tokens", "08_train"]
 STAGE_DIRS = {s.split("_", 1)[1]: s for s in STAGES}  # "extract" -> "02_extract"
+TRAIN_DONE_FILE = "done.json"  # in 08_train, written last by training: a rerun or a backfill skips it
 
 PAGE_SCHEMA = pa.schema(
     [

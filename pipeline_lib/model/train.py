@@ -37,9 +37,9 @@ from pipeline_lib.model import data as token_data
 from pipeline_lib.model.gpt import GPT, preset
 from pipeline_lib.model.sample import read_checkpoint, tokenizer_from_spec
 from pipeline_lib.model.tokenizer_spec import resolve_tokenizer_spec
+from pipeline_lib.schema import TRAIN_DONE_FILE
 
 CKPT_FILE = "ckpt.pt"
-DONE_FILE = "done.json"
 METRICS_FILE = "metrics.parquet"
 LOSS_PLOT_FILE = "loss.png"
 CHECKPOINT_FORMAT = "crawl2model-gpt/1"
@@ -214,7 +214,7 @@ def train(cfg: PipelineConfig, fs, token_dir: str, out_dir: str,
     model_config = preset(tc.preset, vocab_size, tc.block_size, tc.dropout)
     fp = fingerprint(tc, model_config.to_dict(), inputs, tokenizer_spec)
     ckpt_path = shards.join(out_dir, CKPT_FILE)
-    done_path = shards.join(out_dir, DONE_FILE)
+    done_path = shards.join(out_dir, TRAIN_DONE_FILE)
 
     done = shards.read_json_or_none(fs, done_path)
     if done and done.get("fingerprint") == fp and shards.exists(fs, ckpt_path):
@@ -353,6 +353,6 @@ def _train_loop(cfg, fs, out_dir, progress, ddp: _Distributed, stream, tokenizer
     }
     if ddp.is_main:
         _write_loss_plot(fs, out_dir, history, f"{tc.preset}: {params / 1e6:.1f}M params, {step} steps")
-        shards.write_bytes_atomic(fs, shards.join(out_dir, DONE_FILE),
+        shards.write_bytes_atomic(fs, shards.join(out_dir, TRAIN_DONE_FILE),
                                   json.dumps({"fingerprint": fp, "result": result}, indent=2).encode())
     return result
