@@ -179,13 +179,15 @@ def _backfill(args: argparse.Namespace) -> int:
 
     from prefect.client.orchestration import get_client
 
+    from flows.common import DATA_ROOT_ENV
+
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(args.deployment)
         config_path = args.config or (deployment.parameters or {}).get("config_path")
         if not config_path:
             raise ValueError(f"deployment {args.deployment} has no config_path parameter; pass --config")
         # Where the workers write: --data-root, else the same variable the stack's workers read.
-        data_root = args.data_root or os.environ.get("CRAWL2MODEL_DATA_ROOT")
+        data_root = args.data_root or os.environ.get(DATA_ROOT_ENV)
         overrides = {"run": {"data_root": data_root}} if data_root else {}
         cfg = load_config(config_path, overrides)  # the same config the runs will load: fail before submitting
         rows = plan_backfill(cfg, keys, args.force)
