@@ -66,15 +66,18 @@ def _options(storage_key: str) -> dict:
     return json.loads(storage_key)
 
 
-def load_tokenizer_dir(path: str, storage_options: dict | None = None):
-    """A saved tokenizer folder as a ``tiktoken.Encoding`` (cached per process while unchanged)."""
+def load_tokenizer_dir(path: str, storage_options: dict | None = None, missing: str | None = None):
+    """A saved tokenizer folder as a ``tiktoken.Encoding`` (cached per process while unchanged).
+
+    ``missing``: the error message when the folder holds no tokenizer (default: how to make one).
+    """
     import json
 
     key = json.dumps(storage_options or {}, sort_keys=True)
     meta = bpe_train.read_meta(shards.filesystem(path, storage_options or {}), path)
     if meta is None:
-        raise ValueError(f"{path}: not a saved tokenizer (no readable {bpe_train.META_FILE}); "
-                         "create one with `crawl2model train-tokenizer --out DIR`")
+        raise ValueError(missing or f"{path}: not a saved tokenizer (no readable {bpe_train.META_FILE}); "
+                                    "create one with `crawl2model train-tokenizer --out DIR`")
     return _load_dir_cached(path, key, meta.get("ranks_sha256", ""))
 
 
@@ -125,9 +128,11 @@ def _storage_for(cfg: PipelineConfig, path: str) -> dict:
 
 def encoding_for_config(cfg: PipelineConfig, run_dir: str | None = None):
     spec = tokenizer_spec(cfg, run_dir)
-    if cfg.tokenize.source == "train" and bpe_train.read_meta(shards.filesystem(spec, _storage_for(cfg, spec)), spec) is None:
-        raise ValueError(f"{spec}: the run's tokenizer is not trained yet; prepare_tokenizer runs before the tokens stage")
-    return load_encoding(spec, _storage_for(cfg, spec))
+    if cfg.tokenize.source == "pretrained":
+        return load_pretrained(spec)
+    missing = (f"{spec}: the run's tokenizer is not trained yet; prepare_tokenizer runs before the tokens stage"
+               if cfg.tokenize.source == "train" else None)
+    return load_tokenizer_dir(spec, _storage_for(cfg, spec), missing=missing)  # meta.json read once
 
 
 # ---------------------------------------------------------------- preparing (once per run)
