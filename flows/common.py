@@ -138,8 +138,11 @@ def run_stage_flows(stage_flows: list, cfg: PipelineConfig, params: dict[str, An
     results: dict[str, Any] = {}
     with dask_cluster(cfg) as address:
         if not address:
+            # One task thread per worker: each thread hands its shard to the process pool (or, with
+            # task_runner thread, does the work itself), so run.workers is the real parallelism.
+            threads = ThreadPoolTaskRunner(max_workers=cfg.run.workers)
             for stage_flow in stage_flows:
-                results[stage_flow.name] = stage_flow(**params)
+                results[stage_flow.name] = stage_flow.with_options(task_runner=threads)(**params)
             return results
         from distributed import Client, get_task_stream
 

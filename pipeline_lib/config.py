@@ -29,7 +29,7 @@ class RunConfig(_Model):
     name: str = Field("crawl2model", description="Run family name; the run dir is <data_root>/<name>/<partition>.")
     partition: str = Field("sample", description="Partition key (a date or crawl id); one partition = one run dir.")
     data_root: str = Field("data/runs", description="Local path or fsspec URL (s3://bucket/prefix).")
-    workers: int = Field(2, ge=1, le=256, description="Worker processes (task_runner process) or Dask workers (dask) for shard work; outside Dask a stage flow keeps at most 8 shard tasks in flight.")
+    workers: int = Field(2, ge=1, le=256, description="Shards processed at once: worker processes (process), task threads (thread) or Dask workers (dask). A stage flow run alone keeps up to 8 in flight.")
     task_runner: Literal["thread", "process", "dask"] = Field("process", description="process: shards run in a spawned worker pool; thread: inline; dask: prefect-dask cluster.")
     dask_address: str | None = Field(None, description="Existing Dask scheduler address; None = LocalCluster.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for data_root.")
