@@ -282,25 +282,6 @@ class TokenizeStage(Stage):
 
 # ---------------------------------------------------------------- shuffling across shards
 
-def permute_documents(tokens: np.ndarray, doc_lengths: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder whole documents of a flat token stream by a seeded permutation (vectorised).
-
-    Shards stay one-to-one with their input shards (so each is redone alone); the shuffle across
-    shards happens where the whole run is already in view, when training concatenates the shards:
-    ``tokens`` is every shard's ids in shard order, ``doc_lengths`` the tokens per document.
-    """
-    doc_lengths = np.asarray(doc_lengths, dtype=np.int64)
-    if int(doc_lengths.sum()) != len(tokens):
-        raise ValueError(f"document lengths sum to {int(doc_lengths.sum())}, the stream has {len(tokens)} tokens")
-    order = np.random.default_rng(seed).permutation(len(doc_lengths))
-    starts = np.cumsum(doc_lengths) - doc_lengths
-    new_lengths = doc_lengths[order]
-    new_starts = np.cumsum(new_lengths) - new_lengths
-    # Position k of new document i reads old position starts[order[i]] + (k - new_starts[i]).
-    gather = np.arange(len(tokens), dtype=np.int64) + np.repeat(starts[order] - new_starts, new_lengths)
-    return tokens[gather], new_lengths
-
-
 # ---------------------------------------------------------------- run statistics
 
 def token_stats(fs, tokens_dir: str) -> dict[str, Any]:

@@ -295,16 +295,3 @@ def test_relative_tokenizer_folder_on_the_command_line(tmp_path, trained, capsys
     monkeypatch.chdir(os.path.dirname(path))
     rc, text = _cli(capsys, "tokens", "fox", "--tokenizer", os.path.basename(path), "--json")
     assert rc == 0 and json.loads(text)["encoding"] == "small-bpe"
-
-
-def test_permute_documents_moves_whole_documents_reproducibly():
-    docs = [np.array(d, dtype=np.uint16) for d in ([1, 2, 3], [4], [5, 6], [], [7, 8, 9, 10])]
-    flat, lengths = np.concatenate(docs), np.array([len(d) for d in docs])
-    out, out_lengths = tokenization.permute_documents(flat, lengths, seed=3)
-    again, _ = tokenization.permute_documents(flat, lengths, seed=3)
-    assert np.array_equal(out, again) and out.dtype == np.uint16
-    pieces = np.split(out, np.cumsum(out_lengths)[:-1])
-    assert sorted(map(tuple, pieces)) == sorted(map(tuple, docs))
-    assert any(not np.array_equal(tokenization.permute_documents(flat, lengths, seed=s)[0], flat) for s in range(5))
-    with pytest.raises(ValueError, match="sum to"):
-        tokenization.permute_documents(flat[:-1], lengths, seed=0)
