@@ -24,6 +24,8 @@ def configure_environment() -> None:
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "WARNING",
         "HF_HUB_OFFLINE": "1",
+        # The embedded server gets 20 s to start by default; a loaded machine can need more.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     }
     shared_cache = REPO_ROOT.parent / "shared" / "data" / "tiktoken-cache"
     if shared_cache.is_dir():

@@ -40,7 +40,9 @@ def pipeline(config_path: str = DEFAULT_CONFIG, partition: str | None = None, da
     cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
     params = dict(config_path=config_path, partition=cfg.run.partition, data_root=cfg.run.data_root, run_dir=run_dir)
     try:
-        results = run_stage_flows(STAGE_FLOWS, cfg, params)
+        workers.warm_up(cfg)  # worker processes start importing while the first stages run
+        # A disabled stage costs nothing, not even a subflow run.
+        results = run_stage_flows([f for f in STAGE_FLOWS if plan.enabled(cfg, f.name)], cfg, params)
     finally:
         workers.shutdown()
     fs = plan.fs_for(cfg, run_dir)

@@ -54,3 +54,17 @@ def shutdown() -> None:
         if _pool is not None:
             _pool.shutdown(wait=True, cancel_futures=True)
             _pool = None
+
+
+def _import_stages() -> int:
+    import pipeline_lib.pipeline  # noqa: F401  (the modules every shard task needs)
+    import pipeline_lib.stage  # noqa: F401
+
+    return os.getpid()
+
+
+def warm_up(cfg) -> None:
+    """Start the pool's processes now (spawning and importing take seconds), without waiting."""
+    if cfg.run.task_runner == "process":
+        for _ in range(cfg.run.workers):
+            submit(cfg.run.workers, _import_stages)
