@@ -12,7 +12,7 @@ Rules, in FineWeb's order, each with its own reason:
 - ``url_banned_word``: a token of the URL (split on non-alphanumerics) is a hard banned word.
 - ``url_soft_words``: at least ``soft_words_min`` different soft words are URL tokens.
 - ``url_banned_subword``: a banned subword occurs in the URL reduced to its letters and digits.
-- ``url_missing`` / ``url_invalid``: no URL, or none with a host.
+- ``url_missing`` / ``url_invalid`` / ``url_bad_scheme``: no URL, no usable host or port, or not http(s).
 
 Page rows are judged on ``url`` and, when present and set, on ``final_url`` too (a redirect may
 land on a blocked site).
@@ -83,6 +83,24 @@ def split_entry(entry: str) -> tuple[str, str | None]:
         host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     host = _strip_www(host.strip(".").strip())
     return host, ("/" + path if slash else None)
+
+
+
+# A scheme with no "//" authority (javascript:, mailto:, data:); "host:8080/..." is a port, not one.
+_OPAQUE_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*:(?!//)(?!\d*(?:[/?#]|$))")
+
+
+def _valid_host_port(netloc: str, host: str) -> bool:
+    """What a crawler could have connected to: DNS-sized names, a port in range, closed IPv6 brackets."""
+    if netloc.startswith("["):
+        if "]" not in netloc:
+            return False
+        port = netloc.split("]", 1)[1].removeprefix(":")
+    else:
+        port = netloc.rsplit(":", 1)[1] if ":" in netloc else ""
+    if port and (not port.isdigit() or int(port) > 65535):
+        return False
+    return len(host) <= 253 and all(len(label) <= 63 for label in host.split("."))
 
 
 class Blocklist:
@@ -199,6 +217,11 @@ class UrlFilter:
         if not isinstance(url, str) or not url.strip():
             return "url_missing"
         url_lower = url.strip().lower()
+        if "://" in url_lower:
+            if url_lower.split("://", 1)[0] not in ("http", "https"):
+                return "url_bad_scheme"
+        elif _OPAQUE_SCHEME.match(url_lower):  # javascript:, mailto:, data: ... (not host:port)
+            return "url_bad_scheme"
         rest = url_lower.split("://", 1)[1] if "://" in url_lower else url_lower
         if rest.startswith("//"):
             rest = rest[2:]
@@ -210,7 +233,7 @@ class UrlFilter:
         netloc, path = rest[:end], rest[end:]
         netloc = netloc.rsplit("@", 1)[-1]
         host, _ = split_entry(netloc)
-        if not host or any(c.isspace() for c in host):
+        if not host or any(c.isspace() for c in host) or not _valid_host_port(netloc, host):
             return "url_invalid"
         if self.host_blocked(host):
             return "blocklist_domain"

@@ -180,3 +180,18 @@ def test_real_article_urls_mostly_pass(shared_data):
     got = reasons_for(stage, urls)
     blocked = {u: r for u, r in got.items() if r}
     assert len(blocked) <= len(urls) * 0.05, blocked
+
+
+def test_urls_no_crawler_could_fetch_are_rejected_and_ordinary_ones_are_not():
+    from pipeline_lib.config import parse_config
+    from pipeline_lib.urlfilter import UrlFilterStage
+
+    f = UrlFilterStage(parse_config({})).filter
+    assert f.reason("javascript:alert(1)") == "url_bad_scheme"
+    assert f.reason("mailto:someone@example.org") == "url_bad_scheme"
+    assert f.reason("ftp://example.com/a") == "url_bad_scheme"
+    assert f.reason("http://127.0.0.1:99999/") == "url_invalid"
+    assert f.reason("http://[::1/") == "url_invalid"
+    assert f.reason("http://" + "a" * 300 + ".com/") == "url_invalid"
+    for ok in ("https://example.com/a", "example.com:8080/path", "http://[::1]:8080/x", "HTTP://Example.COM"):
+        assert f.reason(ok) is None, ok

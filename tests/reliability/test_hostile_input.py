@@ -86,7 +86,6 @@ def test_a_50mb_page_ends_kept_or_rejected(cfg, controls):
     _assert_every_document_accounted(ledger)
 
 
-@pytest.mark.xfail(strict=True, reason="urlfilter keeps non-web schemes and unparseable hosts (reported, issue 10)")
 def test_urlfilter_rejects_urls_no_crawler_could_have_fetched(cfg):
     stage_filter = build_stage("urlfilter", cfg).filter
     for url in ("javascript:alert(1)", "ftp://example.com/a", "http://[::1/", "http://127.0.0.1:99999/",
