@@ -33,11 +33,13 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -133,13 +135,51 @@ def write_config(path: Path, warcs: list[Path], workers: int, data_root: Path, r
     return path
 
 
+PREFECT_API_URL: str | None = None  # set by --prefect-server: runs report to a long-lived server
+
+
 def ours_env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PREFECT_HOME"] = str(tmp / "prefect-home")
     env.pop("PREFECT_API_URL", None)
+    if PREFECT_API_URL:
+        env["PREFECT_API_URL"] = PREFECT_API_URL
     env.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a busy machine starts it slowly
     return env
+
+
+@contextlib.contextmanager
+def prefect_server(tmp: Path):
+    """A real `prefect server start` on loopback for the length of the bench (how production runs:
+    the server outlives every flow run, so its start-up is not part of any run's wall time)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = ours_env(tmp)
+    env.pop("PREFECT_API_URL", None)
+    env["PREFECT_HOME"] = str(tmp / "prefect-server-home")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+                             str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("prefect server did not start") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
 
 
 def run_ours_prefect(config: Path, tmp: Path) -> float:
@@ -290,6 +330,8 @@ def main() -> None:
     ap.add_argument("--skip-direct", action="store_true")
     ap.add_argument("--repeat", type=int, default=1, help="runs of ours (Prefect and direct, alternating); best counts")
     ap.add_argument("--no-prefect-probe", action="store_true", help="skip measuring Prefect's fixed/per-task costs")
+    ap.add_argument("--prefect-server", action="store_true",
+                    help="run ours against a long-lived local `prefect server start` instead of the embedded one")
     ap.add_argument("--direct", help=argparse.SUPPRESS)
     ap.add_argument("--prefect-probe", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -312,7 +354,24 @@ def main() -> None:
         os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))
         tokenizer = _bench_module("datatrove_env").gpt2_tokenizer_json(OUT.parent / "gpt2-tokenizer.json")
     result: dict = {"bench": "e2e", "records": args.records, "warc_files": args.files,
-                    "warc_bytes": sum(p.stat().st_size for p in warcs), "by_workers": {}}
+                    "warc_bytes": sum(p.stat().st_size for p in warcs), "by_workers": {},
+                    "prefect": "running server" if args.prefect_server else "embedded (started by each run)"}
+    with prefect_server(OUT) if args.prefect_server else contextlib.nullcontext() as api_url:
+        global PREFECT_API_URL
+        PREFECT_API_URL = api_url
+        _race(args, warcs, warc_dir, records_per_shard, tokenizer, result)
+    if not args.no_prefect_probe:
+        # Where orchestration time goes: fixed (import, server start, flow runs) vs per task run.
+        result["prefect_probe"] = run_prefect_probe(200, OUT)
+    dt_versions = _bench_module("datatrove_env").installed_versions() if not args.skip_datatrove else {}
+    result["goals"] = {"ratio_at_least": GOAL_RATIO, "overhead_below": GOAL_OVERHEAD}
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                         "load_avg_at_end": os.getloadavg()}
+    result["versions"] = {"datatrove_venv": dt_versions, "ours": _our_versions()}
+    print(json.dumps(result, indent=1))
+
+
+def _race(args, warcs: list[Path], warc_dir: Path, records_per_shard: int, tokenizer, result: dict) -> None:
     for w in args.workers:
         row: dict = {}
         data_root = OUT / "runs"
@@ -344,15 +403,6 @@ def main() -> None:
             row["datatrove"] = theirs
             row["ratio_ours_over_datatrove"] = round(row["ours"]["docs_per_s"] / theirs["docs_per_s"], 3)
         result["by_workers"][str(w)] = row
-    if not args.no_prefect_probe:
-        # Where orchestration time goes: fixed (import, server start, flow runs) vs per task run.
-        result["prefect_probe"] = run_prefect_probe(200, OUT)
-    dt_versions = _bench_module("datatrove_env").installed_versions() if not args.skip_datatrove else {}
-    result["goals"] = {"ratio_at_least": GOAL_RATIO, "overhead_below": GOAL_OVERHEAD}
-    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                         "load_avg_at_end": os.getloadavg()}
-    result["versions"] = {"datatrove_venv": dt_versions, "ours": _our_versions()}
-    print(json.dumps(result, indent=1))
 
 
 def _our_versions() -> dict[str, str]:
