@@ -31,7 +31,8 @@ def _run(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline
     from pipeline_lib import report
 
-    result = pipeline(config_path=args.config, partition=args.partition, data_root=args.data_root,
+    # The partition is passed explicitly so the flow run is named after it in the UI.
+    result = pipeline(config_path=args.config, partition=cfg.run.partition, data_root=args.data_root,
                       run_dir=args.run_dir)
     run_dir = result["run_dir"]
     print(report.funnel_text(result["funnel"]))  # the funnel the flow just published
