@@ -79,9 +79,12 @@ def reference(kill_config) -> dict:
 
 
 def _manifests(run_dir: Path) -> dict[str, bytes]:
-    # Training (08_train) resumes from its checkpoints by design; the shard stages are under test.
+    """Finished manifests by path. A ``.tmp-*`` file is a write the kill cut short, not a manifest.
+
+    Training (08_train) resumes from its checkpoints by design; the shard stages are under test.
+    """
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*.manifest.json")
-            if not str(p.relative_to(run_dir)).startswith("08_train")}
+            if not p.name.startswith(".tmp-") and not str(p.relative_to(run_dir)).startswith("08_train")}
 
 
 def _listed_files(run_dir: Path, manifests: dict[str, bytes]) -> dict[str, tuple[int, int, int]]:
