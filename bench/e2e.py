@@ -214,6 +214,7 @@ def direct_pipeline(config_path: str) -> None:
     run_dir = pipeline.prepare_run(cfg)
     ref = pipeline.ConfigRef.of(cfg)
     size = cfg.run.workers
+    workers.warm_up(cfg)  # as `crawl2model run` does
 
     def map_shards(fn, names, *head):
         futures = [workers.submit(size, fn, *head, n) for n in names]

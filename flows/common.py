@@ -9,6 +9,7 @@ import argparse
 import datetime
 import os
 import sys
+import time
 from contextlib import contextmanager
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from tasks.shard_tasks import stage_shard_task
 
 DEFAULT_CONFIG = "configs/small.yaml"
 SCHEDULED_DATE = "{scheduled_date}"  # deployment parameter: partition = the run's scheduled date
+PROGRESS_EVERY_S = 2.0  # the least time between two updates of a stage's progress artifact
 DATA_ROOT_ENV = "CRAWL2MODEL_DATA_ROOT"  # set on a worker: the data root of every run it starts
 # CPU stages that map one task per shard: the ones a Dask cluster spreads out (crawl and train do not).
 DASK_STAGES = tuple(k for k in pipeline.ORDER if k not in ("crawl", "train"))
@@ -129,6 +131,31 @@ def dask_cluster(cfg: PipelineConfig):
         yield cluster.scheduler_address
 
 
+def task_threads(cfg: PipelineConfig) -> int:
+    """Task threads of a stage flow.
+
+    With the process pool, twice the pool: while one task run does its Prefect bookkeeping (a few
+    API calls, ~35 ms) the next shard already waits in the pool, so no worker idles between shards;
+    the pool still bounds the parallelism at run.workers. With task_runner thread each task thread
+    does the work itself, so there the thread count is the parallelism.
+    """
+    return 2 * cfg.run.workers if cfg.run.task_runner == "process" else cfg.run.workers
+
+
+@contextmanager
+def subflow_settings():
+    """Stage flows run as subflows without heartbeats of their own.
+
+    They run in the parent's process, whose heartbeat already shows the server that the run is
+    alive; and each flow's heartbeat thread sleeps in one-second steps, so joining it at the end
+    of every subflow cost up to a second of wall time (~5 s a run).
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 def run_stage_flows(stage_flows: list, cfg: PipelineConfig, params: dict[str, Any]) -> dict[str, Any]:
     """Run stage flows in order as subflows; on Dask, the CPU stages run on the shared cluster.
 
@@ -136,11 +163,9 @@ def run_stage_flows(stage_flows: list, cfg: PipelineConfig, params: dict[str, An
     task stream), so a run shows that it really was spread out.
     """
     results: dict[str, Any] = {}
-    with dask_cluster(cfg) as address:
+    with dask_cluster(cfg) as address, subflow_settings():
         if not address:
-            # One task thread per worker: each thread hands its shard to the process pool (or, with
-            # task_runner thread, does the work itself), so run.workers is the real parallelism.
-            threads = ThreadPoolTaskRunner(max_workers=cfg.run.workers)
+            threads = ThreadPoolTaskRunner(max_workers=task_threads(cfg))
             for stage_flow in stage_flows:
                 results[stage_flow.name] = stage_flow.with_options(task_runner=threads)(**params)
             return results
@@ -172,10 +197,13 @@ def map_over_shards(key: str, names: list[str], submit: Callable[[str], Any]) ->
     progress_id = create_progress_artifact(0.0, description=f"{key}: shards done of {len(names)}") if names else None
     futures = [submit(n) for n in names]
     results = []
+    last_update = time.monotonic()
     for i, fut in enumerate(futures, 1):
         results.append(fut.result())
-        if progress_id:
+        # At most one progress update per PROGRESS_EVERY_S (each is an API call), and always 100%.
+        if progress_id and (i == len(names) or time.monotonic() - last_update >= PROGRESS_EVERY_S):
             update_progress_artifact(progress_id, 100.0 * i / len(names))
+            last_update = time.monotonic()
     summary = summarize(key, results)
     logger.info("%s: %d shards (%d already done), %d in, %d kept, %d rejected",
                    key, summary["shards"], summary["skipped"], summary["rows_in"], summary["kept"], summary["rejected"])
@@ -231,4 +259,4 @@ def make_stage_flow(key: str, doc: str):
     stage_flow.__doc__ = doc.strip().splitlines()[0]
     documented(stage_flow)
     stage_flow.__name__ = f"{key}_flow"
-    return flow(name=key, task_runner=ThreadPoolTaskRunner(max_workers=8))(stage_flow)
+    return flow(name=key, flow_run_name=run_name(key), task_runner=ThreadPoolTaskRunner(max_workers=8))(stage_flow)

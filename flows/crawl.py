@@ -10,11 +10,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 
 from prefect import flow  # noqa: E402
 
-from flows.common import DEFAULT_CONFIG, documented, resolve, stage_cli  # noqa: E402
+from flows.common import DEFAULT_CONFIG, documented, resolve, run_name, stage_cli  # noqa: E402
 from tasks.shard_tasks import source_task  # noqa: E402
 
 
-@flow(name="crawl")
+@flow(name="crawl", flow_run_name=run_name("crawl"))
 @documented
 def crawl_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                run_dir: str | None = None) -> dict:

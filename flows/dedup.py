@@ -11,11 +11,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 from prefect import flow  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from flows.common import DEFAULT_CONFIG, documented, map_over_shards, resolve, stage_cli, stage_inputs  # noqa: E402
+from flows.common import (DEFAULT_CONFIG, documented, map_over_shards, resolve, run_name, stage_cli,  # noqa: E402
+                          stage_inputs)
 from tasks.shard_tasks import cluster_task, dedup_filter_task, signatures_task  # noqa: E402
 
 
-@flow(name="dedup", task_runner=ThreadPoolTaskRunner(max_workers=8))
+@flow(name="dedup", flow_run_name=run_name("dedup"), task_runner=ThreadPoolTaskRunner(max_workers=8))
 @documented
 def dedup_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                run_dir: str | None = None) -> dict:

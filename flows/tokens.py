@@ -11,12 +11,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 from prefect import flow  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from flows.common import DEFAULT_CONFIG, documented, resolve, run_stage, stage_cli  # noqa: E402
+from flows.common import DEFAULT_CONFIG, documented, resolve, run_name, run_stage, stage_cli  # noqa: E402
 from flows.artifacts import publish_token_stats  # noqa: E402
 from tasks.shard_tasks import prepare_tokenizer_task  # noqa: E402
 
 
-@flow(name="tokens", task_runner=ThreadPoolTaskRunner(max_workers=8))
+@flow(name="tokens", flow_run_name=run_name("tokens"), task_runner=ThreadPoolTaskRunner(max_workers=8))
 @documented
 def tokens_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                 run_dir: str | None = None) -> dict:

@@ -26,7 +26,7 @@ def pool_size(ref: ConfigRef) -> int:
     return cfg.run.workers if cfg.run.task_runner == "process" else 0
 
 
-@task(name="source", task_run_name="source-{run_dir}", tags=["io"], **SHARD_TASK)
+@task(name="source", task_run_name="source-{run_dir}", **SHARD_TASK)
 def source_task(ref: ConfigRef, run_dir: str) -> dict[str, Any]:
     # Crawling is I/O-bound and keeps its own host concurrency: it runs in this process.
     return pipeline.run_source(ref, run_dir)

@@ -27,6 +27,10 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)  # a bad config fails here, before Prefect starts
     print(f"crawl2model: running {args.config} (partition {cfg.run.partition})", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
+    from pipeline_lib import workers
+
+    # Worker processes spawn and import the stages while Prefect is imported and the run starts.
+    workers.warm_up(cfg)
 
     from flows.pipeline import pipeline
     from pipeline_lib import report

@@ -98,6 +98,8 @@ def test_a_deployment_run_through_the_worker_writes_outputs_and_artifacts(stack)
     children = server.post("/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [run["id"]]}},
                                                  "limit": 50})
     assert {c["name"] for c in children} and all(c["state"]["type"] == "COMPLETED" for c in children)
+    # Each stage subflow is named after its stage and the partition, as the parent is.
+    assert {f"{s}-{FIRST}" for s in ("crawl", "extract", "dedup", "tokens", "train")} <= {c["name"] for c in children}
     own = {a["key"]: a for a in server.artifacts([run["id"]]) if a["key"]}
     funnel = own[f"funnel-small-{FIRST}"]
     assert funnel["type"] == "table"
