@@ -38,11 +38,26 @@ def _write_shard(fs, out_dir: str, stage: str, index: int, kept: list[dict], rej
     existing = shards.load_manifest(fs, out_dir, name)
     if existing and existing.get("input_file") == src and existing.get("input_chunk") == chunk:
         return False  # written by an earlier, interrupted run
-    kt = pa.Table.from_pylist(kept, schema=schemas[0])
-    rt = pa.Table.from_pylist(rejected, schema=schemas[1])
+    kt = _table(kept, schemas[0])
+    rt = _table(rejected, schemas[1])
     write_result(fs, out_dir, name, stage, kt.num_rows + rt.num_rows, StageResult(kt, rt), kind, [],
                  time.perf_counter() - started, extra={"source": kind, "input_file": src, "input_chunk": chunk})
     return True
+
+
+def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
+    """Rows to a table, column by column. A string column may hold UTF-8 ``bytes`` (WARC pages are
+    kept as their own bytes): those become a binary array cast to string, which validates the
+    UTF-8 in one pass instead of converting value by value (``from_pylist`` took ~10% of ingest)."""
+    columns = []
+    for field in schema:
+        values = [row.get(field.name) for row in rows]
+        if pa.types.is_string(field.type) and any(isinstance(v, bytes) for v in values):
+            values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+            columns.append(pa.array(values, type=pa.binary()).cast(pa.string()))
+        else:
+            columns.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def ingest_files(inputs: list[str], fs, out_dir: str, records_per_shard: int, reader: Reader, kind: str,
