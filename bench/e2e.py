@@ -361,6 +361,7 @@ def main() -> None:
         global PREFECT_API_URL
         PREFECT_API_URL = api_url
         _race(args, warcs, warc_dir, records_per_shard, tokenizer, result)
+    PREFECT_API_URL = None  # that server is gone: the probe below starts its own embedded one
     if not args.no_prefect_probe:
         # Where orchestration time goes: fixed (import, server start, flow runs) vs per task run.
         result["prefect_probe"] = run_prefect_probe(200, OUT)

@@ -18,7 +18,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline_lib import pipeline
-from pipeline_lib.config import PipelineConfig, load_config
+from pipeline_lib.config import PipelineConfig, load_config, run_overrides
 from pipeline_lib.pipeline import ConfigRef
 from tasks.shard_tasks import stage_shard_task
 
@@ -77,17 +77,12 @@ def run_name(prefix: str):
 def resolve(config_path: str, partition: str | None = None, data_root: str | None = None,
             run_dir: str | None = None) -> tuple[PipelineConfig, ConfigRef, str]:
     """Load and validate the config (fails before any work), apply overrides, make the run dir."""
-    overrides: dict[str, Any] = {}
     if partition == SCHEDULED_DATE:
         partition = scheduled_partition()
-    if partition:
-        overrides.setdefault("run", {})["partition"] = partition
     # A worker of the server stack points every run at the shared store (docker-compose.yml);
     # an explicit data_root parameter still wins.
     data_root = data_root or os.environ.get(DATA_ROOT_ENV) or None
-    if data_root:
-        overrides.setdefault("run", {})["data_root"] = data_root
-    cfg = load_config(config_path, overrides)
+    cfg = load_config(config_path, run_overrides(partition, data_root))
     if run_dir:
         root, _, part = run_dir.rstrip("/").rpartition("/")
         parent, _, name = root.rpartition("/")

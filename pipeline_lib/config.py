@@ -417,5 +417,15 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
     return parse_config(data, str(path), str(path.parent.resolve()))
 
 
+def run_overrides(partition: str | None = None, data_root: str | None = None) -> dict[str, Any]:
+    """The overrides dict for the two run keys every entry point may set (CLI flags, flow parameters)."""
+    run: dict[str, Any] = {}
+    if partition:
+        run["partition"] = partition
+    if data_root:
+        run["data_root"] = data_root
+    return {"run": run} if run else {}
+
+
 def dump_config(cfg: PipelineConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

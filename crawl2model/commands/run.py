@@ -17,14 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipeline_lib.config import load_config
+    from pipeline_lib.config import load_config, run_overrides
 
-    overrides = {}
-    if args.partition:
-        overrides.setdefault("run", {})["partition"] = args.partition
-    if args.data_root:
-        overrides.setdefault("run", {})["data_root"] = args.data_root
-    cfg = load_config(args.config, overrides)  # a bad config fails here, before Prefect starts
+    # A bad config fails here, before Prefect starts.
+    cfg = load_config(args.config, run_overrides(args.partition, args.data_root))
     print(f"crawl2model: running {args.config} (partition {cfg.run.partition})", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     from pipeline_lib import workers
