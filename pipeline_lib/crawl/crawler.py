@@ -180,6 +180,10 @@ class Crawler:
 
     # ---- fetching --------------------------------------------------------------------------
     def _hop_check(self, url: str) -> str | None:
+        """Vets every hop of a fetch: a redirect must land inside the crawl's scope too (the first
+        hop is a frontier URL, in scope already), and robots.txt must allow it."""
+        if not self.scope.allows(url):
+            return "out_of_scope"
         return self.robots.problem(url)
 
     def _work(self, url: str, depth: int) -> Outcome:
