@@ -83,7 +83,7 @@ class Crawler:
         self.fs, self.out_dir, self.progress = fs, out_dir, progress
         self.config_hash = cfg.section_hash("crawl")
         self.fetcher = Fetcher(settings_from(self.c))
-        self.robots = RobotsCache(self.fetcher, self.c.user_agent)
+        self.robots = RobotsCache(self.fetcher, self.c.user_agent, unavailable_ttl=self.c.robots_unavailable_seconds)
         seeds = [u for u in (normalize_url(s) for s in self.c.seeds) if u]
         self.scope = Scope(self.c.scope, seeds, self.c.allowed_domains, self.c.include_patterns, self.c.exclude_patterns)
         self.seeds = seeds

@@ -140,6 +140,22 @@ def test_robots_5xx_disallows_the_host(tmp_path):
     assert summary["reasons"] == {"robots_unavailable": 1} and summary["pages"] == 0
 
 
+def test_robots_unavailable_seconds_is_how_long_a_5xx_robots_holds_the_host(tmp_path):
+    def robots_requests(ttl: float) -> int:
+        with serve_traps() as (site, _second):
+            site.robots_mode = "500"
+            cfg = parse_config({"crawl": {"seeds": [site.base + "/calendar/2024/1", site.base + "/calendar/2024/2"],
+                                          "max_retries": 0, "concurrency": 1, "robots_unavailable_seconds": ttl,
+                                          "allow_private_hosts": ["127.0.0.1"]}})
+            out = str(tmp_path / f"ttl-{ttl}")
+            summary = run_crawl(cfg, shards.filesystem(out), out)
+            assert summary["reasons"] == {"robots_unavailable": 2} and summary["pages"] == 0
+            return [e["path"] for e in site.log].count("/robots.txt")
+
+    assert robots_requests(60.0) == 1  # the second seed waits out the hold without asking again
+    assert robots_requests(0.0) >= 2  # no hold: the host's robots.txt is asked again for the second seed
+
+
 def test_robots_404_allows_everything(tmp_path):
     summary, log = _robots_crawl(tmp_path, "404")
     assert summary["pages"] == 4
