@@ -21,6 +21,7 @@ from typing import Any
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline_lib import __version__
@@ -67,11 +68,14 @@ _LONG_TEXT_BYTES = 1024
 def _dictionary_columns(table: pa.Table) -> list[str]:
     """Every column but long texts: a page-sized value never repeats, and trying the dictionary
     first cost ~15% of writing a page shard."""
-    n = max(table.num_rows, 1)
     out = []
     for field, column in zip(table.schema, table.columns):
-        text = pa.types.is_string(field.type) or pa.types.is_large_string(field.type) or pa.types.is_binary(field.type)
-        if not (text and column.nbytes / n > _LONG_TEXT_BYTES):
+        t = field.type
+        text = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+        # Mean length of the values themselves (not the buffers, which can differ between equal tables).
+        values = column.length() - column.null_count
+        long_text = text and values and (pc.sum(pc.binary_length(column)).as_py() or 0) / values > _LONG_TEXT_BYTES
+        if not long_text:
             out.append(field.name)
     return out
 

@@ -27,13 +27,16 @@ def _run(args: argparse.Namespace) -> int:
 
     # Worker processes spawn and import the stages while Prefect is imported and the run starts.
     workers.warm_up(cfg)
+    try:
+        from flows.pipeline import pipeline
 
-    from flows.pipeline import pipeline
+        # The partition is passed explicitly so the flow run is named after it in the UI.
+        result = pipeline(config_path=args.config, partition=cfg.run.partition, data_root=args.data_root,
+                          run_dir=args.run_dir)
+    finally:
+        workers.shutdown()  # the flow shuts the pool down itself; this covers a failure before it could
     from pipeline_lib import report
 
-    # The partition is passed explicitly so the flow run is named after it in the UI.
-    result = pipeline(config_path=args.config, partition=cfg.run.partition, data_root=args.data_root,
-                      run_dir=args.run_dir)
     run_dir = result["run_dir"]
     print(report.funnel_text(result["funnel"]))  # the funnel the flow just published
     print(f"\ndone in {time.perf_counter() - t0:.1f}s; outputs in {run_dir}")

@@ -179,12 +179,18 @@ class Crawler:
                                   "detail": r.detail[:500]})
 
     # ---- fetching --------------------------------------------------------------------------
-    def _hop_check(self, url: str) -> str | None:
-        """Vets every hop of a fetch: a redirect must land inside the crawl's scope too (the first
-        hop is a frontier URL, in scope already), and robots.txt must allow it."""
-        if not self.scope.allows(url):
-            return "out_of_scope"
-        return self.robots.problem(url)
+    def _hop_check(self, origin: str, depth: int, hop: str) -> str | None:
+        """Vets every hop of a fetch against robots.txt, and every redirect against the scope.
+
+        A seed's redirect is followed wherever it lands (example.com -> www.example.com is how
+        many sites answer): its host joins the seeds' hosts, as if it had been the seed. Any
+        other redirect out of scope is refused before a request is made.
+        """
+        if hop != origin and not self.scope.allows(hop):
+            if depth > 0:
+                return "out_of_scope"
+            self.scope.add_seed(hop)
+        return self.robots.problem(hop)
 
     def _work(self, url: str, depth: int) -> Outcome:
         now = datetime.now(timezone.utc)
@@ -193,7 +199,7 @@ class Crawler:
             delay = max(self.c.delay_seconds, min(self.robots.crawl_delay(url), self.c.max_crawl_delay))
             if problem:
                 return Outcome(url, depth, FetchResult(url, url, reason=problem), now, 0.0, fetched=False)
-            result = self.fetcher.fetch(url, check=self._hop_check)
+            result = self.fetcher.fetch(url, check=lambda hop: self._hop_check(url, depth, hop))
         except Exception as e:  # a bug or an exotic failure is one rejected page, not a dead crawl
             result = FetchResult(url, url, reason="fetch_error", detail=f"{type(e).__name__}: {e}"[:500])
             delay = self.c.delay_seconds

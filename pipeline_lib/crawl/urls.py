@@ -94,6 +94,10 @@ class Scope:
         self.include = [re.compile(p) for p in include_patterns]
         self.exclude = [re.compile(p) for p in exclude_patterns]
 
+    def add_seed(self, url: str) -> None:
+        """A seed that redirected: its target's host counts as a seed host from now on."""
+        self.seed_hosts.add(hostname(url))
+
     def allows(self, url: str) -> bool:
         host = hostname(url)
         if self.mode == "same_host" and host not in self.seed_hosts:
