@@ -138,13 +138,17 @@ def task_threads(cfg: PipelineConfig) -> int:
 
 
 @contextmanager
-def subflow_settings():
-    """Stage flows run as subflows without heartbeats of their own.
+def subflow_settings(cfg: PipelineConfig):
+    """Stage flows run as subflows without heartbeats of their own, unless run.subflow_heartbeats.
 
     They run in the parent's process, whose heartbeat already shows the server that the run is
     alive; and each flow's heartbeat thread sleeps in one-second steps, so joining it at the end
-    of every subflow cost up to a second of wall time (~5 s a run).
+    of every subflow cost up to a second of wall time (~5 s a run). The price: if the process is
+    killed, a zombie-detection automation marks the parent crashed but not the running subflow.
     """
+    if cfg.run.subflow_heartbeats:
+        yield
+        return
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
@@ -158,7 +162,7 @@ def run_stage_flows(stage_flows: list, cfg: PipelineConfig, params: dict[str, An
     task stream), so a run shows that it really was spread out.
     """
     results: dict[str, Any] = {}
-    with dask_cluster(cfg) as address, subflow_settings():
+    with dask_cluster(cfg) as address, subflow_settings(cfg):
         if not address:
             threads = ThreadPoolTaskRunner(max_workers=task_threads(cfg))
             for stage_flow in stage_flows:

@@ -32,6 +32,7 @@ class RunConfig(_Model):
     workers: int = Field(2, ge=1, le=256, description="Shards processed at once: worker processes (process), task threads (thread) or Dask workers (dask). A stage flow run alone keeps up to 8 in flight.")
     task_runner: Literal["thread", "process", "dask"] = Field("process", description="process: shards run in a spawned worker pool; thread: inline; dask: prefect-dask cluster.")
     dask_address: str | None = Field(None, description="Existing Dask scheduler address; None = LocalCluster.")
+    subflow_heartbeats: bool = Field(False, description="Stage subflows send Prefect heartbeats too, so a zombie-detection automation can mark them crashed (the parent always does); costs up to 1 s per stage.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for data_root.")
 
     @field_validator("partition", "name")

@@ -20,6 +20,8 @@ def test_process_pool_runs_get_two_task_threads_per_worker_and_thread_runs_one()
 def test_stage_subflows_send_no_heartbeat_of_their_own_and_the_parent_keeps_its_own():
     before = get_current_settings().flows.heartbeat_frequency
     assert before is not None  # Prefect's default: the parent flow heartbeats
-    with subflow_settings():
+    with subflow_settings(_cfg()):
         assert get_current_settings().flows.heartbeat_frequency is None
     assert get_current_settings().flows.heartbeat_frequency == before
+    with subflow_settings(_cfg(subflow_heartbeats=True)):  # opted in: subflows heartbeat as the parent does
+        assert get_current_settings().flows.heartbeat_frequency == before
