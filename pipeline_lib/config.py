@@ -223,6 +223,11 @@ class DedupConfig(_Model):
                                            "against documents kept by earlier runs, recorded in index_url.")
     index_url: str | None = Field(None, description="Persistent index: a local/fsspec dir or redis://host:port/db.")
     index_namespace: str = Field("crawl2model", description="Key prefix in Redis / subfolder on disk.")
+    index_lock_wait_seconds: float = Field(
+        3600.0, gt=0, description="Runs sharing an index take turns at matching and recording (so two parallel "
+                                  "backfills cannot both keep one document): how long a run waits for the other "
+                                  "before its dedup step fails (and is retried). Redis and local directories; "
+                                  "a remote (s3://) directory index is not locked.")
 
     @model_validator(mode="after")
     def _bands_fit(self) -> "DedupConfig":

@@ -6,6 +6,11 @@ interface: a directory (local or any fsspec URL; one Parquet file per run, rewri
 rerun of the same partition replaces its own entries) and Redis (hashes shared by many workers;
 ``HSETNX`` so the first run to keep a document owns it). Entries a run wrote itself are ignored
 when that run looks up, which keeps a rerun (or a run killed after updating the index) idempotent.
+
+Runs sharing an index take turns: a run holds the index's lock from its first lookup to its last
+write (a Redis lock, or an OS file lock for a local directory), so two backfills running at once
+cannot both look before either writes and both keep the same document. A remote directory (s3://)
+has no lock to take: parallel runs against one are not serialised (a warning says so).
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import os
+import time
 from abc import ABC, abstractmethod
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +37,12 @@ from pipeline_lib.dedup.minhash import estimated_jaccard
 from pipeline_lib.dedup.normalize import NORMALIZATION_VERSION
 
 _SEP = "\x1f"  # between run key and id in Redis values
+LOCK_TTL_SECONDS = 120  # a Redis lock whose holder died frees itself after this; a live holder renews it
+log = logging.getLogger(__name__)
+
+
+class IndexBusy(RuntimeError):
+    """Another run held the dedup index for longer than dedup.index_lock_wait_seconds."""
 
 
 def index_params_key(dcfg: DedupConfig) -> str:
@@ -55,6 +70,14 @@ class DedupIndex(ABC):
             sig: np.ndarray | None) -> None:
         """Record the documents this run kept (bands: n x bands uint64)."""
 
+    @contextmanager
+    def exclusive(self, wait_seconds: float) -> Iterator[None]:
+        """Hold the index against other runs (waiting up to wait_seconds for one that holds it)."""
+        yield
+
+    def renew(self) -> None:
+        """Tell the lock this run is still working (between steps of a long match)."""
+
     def close(self) -> None:
         pass
 
@@ -69,6 +92,35 @@ class DirectoryIndex(DedupIndex):
 
     def _run_path(self, run_key: str) -> str:
         return shards.join(self.base, f"{run_key}.parquet")
+
+    @contextmanager
+    def exclusive(self, wait_seconds):
+        if not shards.is_local(self.fs):
+            log.warning("dedup index %s is not local: runs sharing it are not serialised (use a Redis index "
+                        "for parallel backfills)", self.base)
+            yield
+            return
+        import fcntl
+
+        lock_dir = self.fs._strip_protocol(self.base)
+        os.makedirs(lock_dir, exist_ok=True)
+        # flock: held by this open file, released by the OS if the process dies.
+        with open(os.path.join(lock_dir, ".lock"), "a+b") as handle:
+            deadline = time.monotonic() + wait_seconds
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise IndexBusy(f"dedup index {lock_dir} was held by another run for more than "
+                                        f"{wait_seconds:g} s (dedup.index_lock_wait_seconds)") from None
+                    time.sleep(0.1)
+            try:
+                self._loaded = None  # what other runs wrote before we held the lock
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _others(self, run_key: str) -> pa.Table:
         """Every other run's entries, read once per run key; sorted band keys built lazily."""
@@ -142,6 +194,36 @@ class RedisIndex(DedupIndex):
 
         self.client = redis.Redis.from_url(url)
         self.prefix = f"{namespace}:{params_key}"
+        self._lock = None
+
+    @contextmanager
+    def exclusive(self, wait_seconds):
+        from redis.exceptions import LockError
+
+        lock = self.client.lock(f"{self.prefix}:lock", timeout=LOCK_TTL_SECONDS, sleep=0.1,
+                                blocking_timeout=wait_seconds, thread_local=False)
+        if not lock.acquire():
+            raise IndexBusy(f"dedup index {self.prefix} on Redis was held by another run for more than "
+                            f"{wait_seconds:g} s (dedup.index_lock_wait_seconds)")
+        self._lock = lock
+        try:
+            yield
+        finally:
+            self._lock = None
+            try:
+                lock.release()
+            except LockError:  # expired: renew() already failed the step, or the add outran the TTL
+                log.warning("dedup index lock %s:lock had expired before release", self.prefix)
+
+    def renew(self):
+        from redis.exceptions import LockNotOwnedError
+
+        if self._lock is not None:
+            try:
+                self._lock.reacquire()
+            except LockNotOwnedError:
+                raise IndexBusy(f"lost the dedup index lock {self.prefix}:lock (held > {LOCK_TTL_SECONDS} s "
+                                "without renewal): another run may have matched meanwhile; retry the step") from None
 
     def _get(self, name: str, keys: np.ndarray, run_key: str) -> np.ndarray:
         found = np.full(len(keys), None, dtype=object)
@@ -217,26 +299,31 @@ def dedup_against_index(cfg: PipelineConfig, sigs: pa.Table, roots: np.ndarray, 
     match = np.full(n, None, dtype=object)
     index = open_index(cfg)
     try:
-        if dcfg.exact:
-            match = index.lookup_exact(exact, key)
-        all_bands = np.empty((n, dcfg.bands), dtype=np.uint64) if dcfg.near else None
-        candidates: list[tuple[np.ndarray, np.ndarray]] = []
-        for band in range(dcfg.bands if dcfg.near else 0):
-            all_bands[:, band] = band_keys(sig, band, dcfg.rows)
-            ask = np.flatnonzero(eligible & (match == None))  # noqa: E711 (object array)
-            found = index.lookup_band(band, all_bands[ask, band], key)
-            hit = found != None  # noqa: E711
-            candidates.append((ask[hit], found[hit]))
-        near_rows, near_ids = _verified(index, candidates, sig, dcfg.verify_threshold)
-        exact_hits = int((match != None).sum())  # noqa: E711
-        for row, doc in zip(near_rows, near_ids):
-            if match[row] is None or doc < match[row]:
-                match[row] = doc
-        external = _per_cluster(roots, match, index)
-        dropped = (roots != np.arange(n)) | (external.kept_id[roots] != None)  # noqa: E711
-        keep = ~dropped
-        index.add(key, ids[keep], exact[keep], None if all_bands is None else all_bands[keep],
-                  None if sig is None else sig[keep])
+        # From the first lookup to the add, no other run may look or add: else two runs started
+        # together would each miss the other's documents and both keep them.
+        with index.exclusive(dcfg.index_lock_wait_seconds):
+            if dcfg.exact:
+                match = index.lookup_exact(exact, key)
+            all_bands = np.empty((n, dcfg.bands), dtype=np.uint64) if dcfg.near else None
+            candidates: list[tuple[np.ndarray, np.ndarray]] = []
+            for band in range(dcfg.bands if dcfg.near else 0):
+                index.renew()
+                all_bands[:, band] = band_keys(sig, band, dcfg.rows)
+                ask = np.flatnonzero(eligible & (match == None))  # noqa: E711 (object array)
+                found = index.lookup_band(band, all_bands[ask, band], key)
+                hit = found != None  # noqa: E711
+                candidates.append((ask[hit], found[hit]))
+            near_rows, near_ids = _verified(index, candidates, sig, dcfg.verify_threshold)
+            exact_hits = int((match != None).sum())  # noqa: E711
+            for row, doc in zip(near_rows, near_ids):
+                if match[row] is None or doc < match[row]:
+                    match[row] = doc
+            external = _per_cluster(roots, match, index)
+            dropped = (roots != np.arange(n)) | (external.kept_id[roots] != None)  # noqa: E711
+            keep = ~dropped
+            index.renew()
+            index.add(key, ids[keep], exact[keep], None if all_bands is None else all_bands[keep],
+                      None if sig is None else sig[keep])
     finally:
         index.close()
     counters = {"dedup.index_exact_matches": exact_hits, "dedup.index_near_matches": len(set(near_rows.tolist())),

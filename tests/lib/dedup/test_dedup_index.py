@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from pipeline_lib import shards
 from pipeline_lib.config import parse_config
 from pipeline_lib.dedup import run_clustering, run_filter_shard, run_signatures_shard
+from pipeline_lib.dedup.index import DedupIndex, IndexBusy, open_index
 from tests.e2e.support import free_port
 from tests.lib.dedup.docs import article, docs_table, lightly_edited, write_input
 
@@ -50,10 +52,14 @@ def redis_url(tmp_path):
 A, B, C = article(11), article(12), article(13)
 
 
-def run_partition(tmp_path, partition: str, rows, index_url: str) -> tuple[dict, set[str], dict]:
+def index_config(partition: str, index_url: str, **dedup):
+    return parse_config({"run": {"partition": partition},
+                         "dedup": {"scope": "index", "index_url": index_url, "index_namespace": "t", **dedup}})
+
+
+def run_partition(tmp_path, partition: str, rows, index_url: str, **dedup) -> tuple[dict, set[str], dict]:
     """One whole dedup run of one partition (one input shard); returns clusters summary, kept ids, rejected rows."""
-    cfg = parse_config({"run": {"partition": partition},
-                        "dedup": {"scope": "index", "index_url": index_url, "index_namespace": "t"}})
+    cfg = index_config(partition, index_url, **dedup)
     fs = shards.filesystem(str(tmp_path))
     base = f"{tmp_path}/{partition}"
     write_input(fs, f"{base}/in", "part-00000", docs_table(rows))
@@ -106,3 +112,80 @@ def test_scope_index_requires_an_index_url():
 
     with pytest.raises(ConfigError, match="index_url"):
         parse_config({"dedup": {"scope": "index"}})
+
+
+def check_parallel_runs_take_turns(tmp_path, index_url: str, monkeypatch) -> None:
+    """day1 is paused between its lookups and its add; day2, started meanwhile, must wait for day1's
+    add and then drop day1's documents. Without the lock day2 would look up first and keep them too."""
+    at_add, go_on = threading.Event(), threading.Event()
+    real_adds = {cls: cls.__dict__["add"] for cls in DedupIndex.__subclasses__()}
+
+    def paused_add(self, run_key, *rest):
+        if run_key.endswith("/day1"):
+            at_add.set()
+            assert go_on.wait(60)
+        return real_adds[type(self)](self, run_key, *rest)
+
+    for cls in real_adds:
+        monkeypatch.setattr(cls, "add", paused_add)
+    results: dict[str, tuple] = {}
+
+    def run(partition, rows):
+        results[partition] = run_partition(tmp_path, partition, rows, index_url)
+
+    day1 = threading.Thread(target=run, args=("day1", [("a1", A, 1), ("b1", B, 2)]))
+    day2 = threading.Thread(target=run, args=("day2", [("a2", A, 5), ("b2", lightly_edited(B, 3), 6), ("c2", C, 7)]))
+    day1.start()
+    try:
+        assert at_add.wait(60), "day1 never reached its add"
+        day2.start()
+        day2.join(timeout=3)
+        assert day2.is_alive(), "day2 matched against the index while day1 was between its lookup and its add"
+    finally:
+        go_on.set()
+        day1.join(60)
+        if day2.is_alive() or day2.ident:
+            day2.join(60)
+    assert results["day1"][1] == {"a1", "b1"}
+    _, kept2, rejected2 = results["day2"]
+    assert kept2 == {"c2"}
+    assert rejected2["a2"]["dup_kept_id"] == "a1" and rejected2["b2"]["dup_kept_id"] == "b1"
+
+
+def test_directory_index_runs_take_turns(tmp_path, monkeypatch):
+    check_parallel_runs_take_turns(tmp_path, str(tmp_path / "index"), monkeypatch)
+
+
+def test_redis_index_runs_take_turns(tmp_path, redis_url, monkeypatch):
+    check_parallel_runs_take_turns(tmp_path, redis_url, monkeypatch)
+
+
+@pytest.mark.parametrize("backend", ["directory", "redis"])
+def test_a_run_that_waits_too_long_for_the_index_fails_clearly(tmp_path, backend, request):
+    url = str(tmp_path / "index") if backend == "directory" else request.getfixturevalue("redis_url")
+    holder = open_index(index_config("day1", url))
+    with holder.exclusive(5):
+        with pytest.raises(IndexBusy, match="index_lock_wait_seconds"):
+            run_partition(tmp_path, "day2", [("a2", A, 5)], url, index_lock_wait_seconds=0.3)
+    holder.close()
+    # Once the holder lets go, the same run goes through.
+    _, kept, _ = run_partition(tmp_path, "day2b", [("a2", A, 5)], url, index_lock_wait_seconds=0.3)
+    assert kept == {"a2"}
+
+
+def test_a_lost_redis_lock_fails_the_step_before_it_writes(redis_url):
+    import redis
+
+    index = open_index(index_config("day1", redis_url))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with index.exclusive(5):
+            index.renew()  # held: renewing is fine
+            lock_keys = [k for k in client.keys("t:*") if k.endswith(b":lock")]
+            assert len(lock_keys) == 1
+            client.delete(*lock_keys)  # as if the TTL ran out while this run stalled
+            with pytest.raises(IndexBusy, match="lost the dedup index lock"):
+                index.renew()
+    finally:
+        index.close()
+        client.close()
