@@ -41,8 +41,9 @@ LOCK_TTL_SECONDS = 120  # a Redis lock whose holder died frees itself after this
 log = logging.getLogger(__name__)
 
 
-class IndexBusy(RuntimeError):
-    """Another run held the dedup index for longer than dedup.index_lock_wait_seconds."""
+class IndexBusy(TimeoutError):
+    """Another run held the dedup index for longer than dedup.index_lock_wait_seconds (or this run
+    lost the lock). A TimeoutError, so the task's I/O retry policy tries the step again."""
 
 
 def index_params_key(dcfg: DedupConfig) -> str:
