@@ -221,7 +221,7 @@ def direct_pipeline(config_path: str) -> None:
         return [f.result() for f in futures]
 
     try:
-        pipeline.run_source(ref, run_dir)
+        pipeline.run_source(ref, run_dir, map_jobs=map_shards)
         for key in pipeline.CURATION_STAGES:
             if pipeline.enabled(cfg, key):
                 pipeline.begin_stage(ref, run_dir, key)

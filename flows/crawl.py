@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 from prefect import flow  # noqa: E402
 
 from flows.common import DEFAULT_CONFIG, documented, resolve, run_name, stage_cli  # noqa: E402
-from tasks.shard_tasks import source_task  # noqa: E402
+from pipeline_lib import pipeline as plan  # noqa: E402
+from tasks.shard_tasks import crawl_task, ingest_file_task  # noqa: E402
 
 
 @flow(name="crawl", flow_run_name=run_name("crawl"))
@@ -19,8 +20,11 @@ from tasks.shard_tasks import source_task  # noqa: E402
 def crawl_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                run_dir: str | None = None) -> dict:
     """Fill the run's source folder; resumes a killed crawl, does nothing for a finished one."""
-    _, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
-    result = source_task(ref, run_dir)
+    cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
+    # WARC / document files: one task each, side by side on the worker pool; the crawl beside them.
+    files = [ingest_file_task.submit(ref, job) for job in plan.source_jobs(ref, run_dir)]
+    crawled = crawl_task(ref, run_dir) if "crawl" in cfg.source.kind else None
+    result = plan.finish_source(ref, crawled, [f.result() for f in files])
     for kind, summary in result.items():
         done = " (already complete)" if summary.get("skipped") else ""
         items = summary.get("pages", summary.get("docs", 0))

@@ -105,31 +105,69 @@ def run_stage_shard(ref: ConfigRef, run_dir: str, key: str, name: str) -> dict[s
     return run_shard(stage, fs_for(cfg, out_dir), in_dir, out_dir, name)
 
 
-def run_source(ref: ConfigRef, run_dir: str, progress=None) -> dict[str, Any]:
-    """Fill the source folder: crawl (with the bundled site when enabled), WARC or cleaned documents."""
-    from pipeline_lib import crawl
+def source_jobs(ref: ConfigRef, run_dir: str) -> list:
+    """The source's input files (WARC listings expanded), one ``IngestJob`` each, in input order.
+
+    A job's position fixes its shard numbers, so the jobs can run in any order or all at once.
+    """
+    from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD, IngestJob
+    from pipeline_lib.crawl.warc import expand_inputs
 
     cfg = ref.load()
-    fs = fs_for(cfg, run_dir)
     out = source_dir(cfg, run_dir)
-    summaries: dict[str, Any] = {}
-    kind = cfg.source.kind
-    if kind == "docs":
-        paths = [cfg.resolve_path(p) for p in cfg.source.docs_paths]
-        return {"docs": crawl.ingest_docs(paths, fs, out, text_column=cfg.source.text_column,
-                                          url_column=cfg.source.url_column,
-                                          records_per_shard=cfg.source.records_per_shard,
-                                          storage_options=cfg.run.storage_options)}
-    if "crawl" in kind:
-        summaries["crawl"] = _crawl_with_sample_site(cfg, fs, out, progress)
-    if "warc" in kind:
-        from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD
+    src, options = cfg.source, cfg.run.storage_options
+    if src.kind == "docs":
+        paths = [cfg.resolve_path(p) for p in src.docs_paths]
+        return [IngestJob("docs", i, p, out, src.records_per_shard, options, 0, out.rstrip("/").rsplit("/", 1)[-1],
+                          src.text_column, src.url_column) for i, p in enumerate(paths)]
+    if "warc" in src.kind:
+        paths = expand_inputs([cfg.resolve_path(p) for p in src.warc_paths], options)
+        first = WARC_FIRST_SHARD if src.kind == "crawl+warc" else 0
+        return [IngestJob("warc", i, p, out, src.records_per_shard, options, first) for i, p in enumerate(paths)]
+    return []
 
-        paths = [cfg.resolve_path(p) for p in cfg.source.warc_paths]
-        summaries["warc"] = crawl.ingest_warc(paths, fs, out, cfg.source.records_per_shard,
-                                              storage_options=cfg.run.storage_options,
-                                              first_shard=WARC_FIRST_SHARD if kind == "crawl+warc" else 0)
+
+def ingest_source_file(job) -> dict[str, Any]:
+    """One source file into its shards (skipped when already done); runs in a worker process."""
+    from pipeline_lib.crawl.ingest import run_job
+
+    return run_job(job)
+
+
+def run_crawl_source(ref: ConfigRef, run_dir: str, progress=None) -> dict[str, Any] | None:
+    """The crawl part of the source (None when the source does not crawl)."""
+    cfg = ref.load()
+    if "crawl" not in cfg.source.kind:
+        return None
+    return _crawl_with_sample_site(cfg, fs_for(cfg, run_dir), source_dir(cfg, run_dir), progress)
+
+
+def finish_source(ref: ConfigRef, crawl_summary: dict[str, Any] | None, file_results: list[dict[str, Any]]) -> dict:
+    """The source's summary by kind: ``crawl``, ``warc`` (``pages``) and/or ``docs`` (``docs``)."""
+    from pipeline_lib.crawl.ingest import summarize
+
+    kind = ref.load().source.kind
+    summaries: dict[str, Any] = {}
+    if crawl_summary is not None:
+        summaries["crawl"] = crawl_summary
+    if kind == "docs" or "warc" in kind:
+        summary = summarize(file_results)
+        name = "docs" if kind == "docs" else "warc"
+        summary["docs" if name == "docs" else "pages"] = summary.pop("kept")
+        summaries[name] = summary
     return summaries
+
+
+def run_source(ref: ConfigRef, run_dir: str, progress=None, map_jobs=None) -> dict[str, Any]:
+    """Fill the source folder: crawl (with the bundled site when enabled), WARC or cleaned documents.
+
+    ``map_jobs(fn, jobs)``: how the per-file ingest jobs run (e.g. on the worker pool); default one
+    after another here. The pipeline's crawl flow does the same with one task per file.
+    """
+    jobs = source_jobs(ref, run_dir)
+    crawl_summary = run_crawl_source(ref, run_dir, progress)
+    results = map_jobs(ingest_source_file, jobs) if map_jobs else [ingest_source_file(j) for j in jobs]
+    return finish_source(ref, crawl_summary, results)
 
 
 def _crawl_with_sample_site(cfg: PipelineConfig, fs, out: str, progress) -> dict[str, Any]:

@@ -212,7 +212,14 @@ def list_manifests(fs, stage_dir: str) -> list[str]:
     if not fs.exists(base):
         return []
     leaves = (p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))
-    return sorted(leaf[: -len(MANIFEST_SUFFIX)] for leaf in leaves if leaf.endswith(MANIFEST_SUFFIX))
+    return sorted((leaf[: -len(MANIFEST_SUFFIX)] for leaf in leaves if leaf.endswith(MANIFEST_SUFFIX)),
+                  key=_name_order)
+
+
+def _name_order(name: str) -> tuple[str, int, str]:
+    """part-9999 before part-10000: shard numbers compare as numbers (they outgrow 5 digits)."""
+    head, sep, tail = name.rpartition("-")
+    return (head, int(tail), name) if sep and tail.isdigit() else (name, -1, name)
 
 
 def list_shards(fs, stage_dir: str) -> list[str]:

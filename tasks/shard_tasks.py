@@ -26,10 +26,16 @@ def pool_size(ref: ConfigRef) -> int:
     return cfg.run.workers if cfg.run.task_runner == "process" else 0
 
 
-@task(name="source", task_run_name="source-{run_dir}", **SHARD_TASK)
-def source_task(ref: ConfigRef, run_dir: str) -> dict[str, Any]:
+@task(name="crawl", **SHARD_TASK)
+def crawl_task(ref: ConfigRef, run_dir: str) -> dict[str, Any] | None:
     # Crawling is I/O-bound and keeps its own host concurrency: it runs in this process.
-    return pipeline.run_source(ref, run_dir)
+    return pipeline.run_crawl_source(ref, run_dir)
+
+
+@task(name="ingest-file", task_run_name="ingest-{job.kind}-{job.index}", **SHARD_TASK)
+def ingest_file_task(ref: ConfigRef, job) -> dict[str, Any]:
+    # One WARC or document file per task, on the worker pool: files are ingested side by side.
+    return workers.call(pool_size(ref), pipeline.ingest_source_file, job)
 
 
 @task(name="stage-shard", task_run_name="{key}-{name}", **SHARD_TASK)

@@ -1,9 +1,11 @@
 """Idempotent file-to-shards ingest shared by WARC and cleaned-document ingest.
 
-Shards are numbered in input order: file i's shards follow file i-1's. When a file is complete a
-marker ``_ingest_state/<kind>-NNNNN.json`` records its shard range and counts, so a rerun skips it
-without opening it; a file interrupted halfway is read again and only its missing shards are
-written (a shard whose manifest names the same file and chunk is left alone).
+Every input file owns a block of shard numbers: file i writes ``first_shard + i * FILE_SHARD_STRIDE``
+onwards, so files can be ingested in parallel (one task per file) and each file's shard names are
+known before any other file is read. When a file is complete a marker
+``_ingest_state/<kind>-NNNNN.json`` records its shard range and counts, so a rerun skips it without
+opening it; a file interrupted halfway is read again and only its missing shards are written (a
+shard whose manifest names the same file and chunk is left alone).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import pyarrow as pa
@@ -23,6 +26,9 @@ STATE_DIR = "_ingest_state"
 # With source.kind crawl+warc both write 00_crawl: the crawl numbers its shards from 0, WARC
 # ingest from here, so neither source's names (nor its resume state) collide with the other's.
 WARC_FIRST_SHARD = 500_000
+# Shard numbers reserved per input file (at 1,000 records a shard, 10 million records: a Common
+# Crawl WARC file holds ~40,000 responses). A file that needs more fails with a clear error.
+FILE_SHARD_STRIDE = 10_000
 
 # A reader turns one input path into (kind, row) pairs, kind "kept" or "rejected", and fills counters.
 Reader = Callable[[str, Counter], Iterator[tuple[str, dict]]]
@@ -60,48 +66,110 @@ def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def ingest_files(inputs: list[str], fs, out_dir: str, records_per_shard: int, reader: Reader, kind: str,
-                 schemas: tuple[pa.Schema, pa.Schema], stage: str = STAGE, first_shard: int = 0) -> dict[str, Any]:
-    next_index = first_shard
+@dataclass(frozen=True)
+class IngestJob:
+    """One input file to ingest: everything a worker process needs (picklable)."""
+
+    kind: str  # "warc" or "docs"
+    index: int  # position in the expanded input list: decides the file's shard numbers
+    src: str
+    out_dir: str
+    records_per_shard: int = 1000
+    storage_options: dict | None = None
+    first_shard: int = 0
+    stage: str = STAGE
+    text_column: str = "text"
+    url_column: str = "url"
+
+
+def file_first_shard(first_shard: int, index: int) -> int:
+    return first_shard + index * FILE_SHARD_STRIDE
+
+
+def _reader_and_schemas(job: IngestJob) -> tuple[Reader, tuple[pa.Schema, pa.Schema]]:
+    from pipeline_lib.schema import PAGE_REJECT_SCHEMA, PAGE_SCHEMA
+
+    if job.kind == "warc":
+        from pipeline_lib.crawl.warc import _read_warc
+
+        return _read_warc(job.storage_options), (PAGE_SCHEMA, PAGE_REJECT_SCHEMA)
+    if job.kind == "docs":
+        from pipeline_lib.crawl.docs import DOC_SCHEMA, _DocReader
+
+        return _DocReader(job.text_column, job.url_column, job.storage_options), (DOC_SCHEMA, PAGE_REJECT_SCHEMA)
+    raise ValueError(f"unknown ingest kind {job.kind!r}")
+
+
+def run_job(job: IngestJob) -> dict[str, Any]:
+    """Ingest one file (in whichever process runs it); returns its marker plus what this call did."""
+    reader, schemas = _reader_and_schemas(job)
+    fs = shards.filesystem(job.out_dir, job.storage_options)
+    return ingest_file(job.index, job.src, fs, job.out_dir, job.records_per_shard, reader, job.kind, schemas,
+                       job.stage, job.first_shard)
+
+
+def ingest_file(file_index: int, src: str, fs, out_dir: str, records_per_shard: int, reader: Reader, kind: str,
+                schemas: tuple[pa.Schema, pa.Schema], stage: str = STAGE, first_shard: int = 0) -> dict[str, Any]:
+    """Ingest one input file into its block of shards, or skip it when its marker says it is done."""
+    first = file_first_shard(first_shard, file_index)
+    marker_path = _marker_path(out_dir, kind, file_index)
+    marker = json.loads(shards.read_bytes(fs, marker_path)) if shards.exists(fs, marker_path) else None
+    if marker is not None and marker.get("input_file") == src:
+        if marker.get("first_shard") != first:
+            raise ValueError(
+                f"{out_dir} holds {src} as shards from {marker.get('first_shard')}, written by an older crawl2model "
+                f"that numbered shards across files; this one starts file {file_index} at {first}. Finish that run "
+                "with the version that started it, or ingest into a new run dir.")
+        return {**marker, "skipped": True, "shards_written": 0}
+    file_counters: Counter[str] = Counter()
+    file_reasons: Counter[str] = Counter()
+    kept: list[dict] = []
+    rejected: list[dict] = []
+    n_kept = n_rejected = chunk = written = 0
+    started = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal kept, rejected, chunk, started, written
+        if chunk >= FILE_SHARD_STRIDE:
+            raise ValueError(f"{src} needs more than {FILE_SHARD_STRIDE} shards of {records_per_shard} records; "
+                             "raise source.records_per_shard (or --records-per-shard)")
+        written += _write_shard(fs, out_dir, stage, first + chunk, kept, rejected, schemas, src, chunk, started, kind)
+        kept, rejected, chunk, started = [], [], chunk + 1, time.perf_counter()
+
+    for which, row in reader(src, file_counters):
+        if which == "kept":
+            kept.append(row)
+            n_kept += 1
+        else:
+            rejected.append(row)
+            n_rejected += 1
+            file_reasons[row["reject_reason"]] += 1
+        if len(kept) + len(rejected) >= records_per_shard:
+            flush()
+    if kept or rejected:
+        flush()
+    marker = {"input_file": src, "first_shard": first, "num_shards": chunk, "kept": n_kept,
+              "rejected": n_rejected, "reasons": dict(file_reasons), "counters": dict(file_counters)}
+    shards.write_bytes_atomic(fs, marker_path, json.dumps(marker, sort_keys=True).encode())
+    return {**marker, "skipped": False, "shards_written": written}
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary from the per-file results of ``ingest_file`` (in input order)."""
     reasons: Counter[str] = Counter()
     counters: Counter[str] = Counter()
-    kept_total = rejected_total = written = skipped_files = 0
-    for file_index, src in enumerate(inputs):
-        marker_path = _marker_path(out_dir, kind, file_index)
-        marker = json.loads(shards.read_bytes(fs, marker_path)) if shards.exists(fs, marker_path) else None
-        if marker is not None and marker.get("input_file") == src:
-            skipped_files += 1
-        else:
-            file_counters: Counter[str] = Counter()
-            file_reasons: Counter[str] = Counter()
-            kept: list[dict] = []
-            rejected: list[dict] = []
-            n_kept = n_rejected = chunk = 0
-            started = time.perf_counter()
-            for which, row in reader(src, file_counters):
-                if which == "kept":
-                    kept.append(row)
-                    n_kept += 1
-                else:
-                    rejected.append(row)
-                    n_rejected += 1
-                    file_reasons[row["reject_reason"]] += 1
-                if len(kept) + len(rejected) >= records_per_shard:
-                    written += _write_shard(fs, out_dir, stage, next_index + chunk, kept, rejected, schemas, src,
-                                            chunk, started, kind)
-                    kept, rejected, chunk, started = [], [], chunk + 1, time.perf_counter()
-            if kept or rejected:
-                written += _write_shard(fs, out_dir, stage, next_index + chunk, kept, rejected, schemas, src, chunk,
-                                        started, kind)
-                chunk += 1
-            marker = {"input_file": src, "first_shard": next_index, "num_shards": chunk, "kept": n_kept,
-                      "rejected": n_rejected, "reasons": dict(file_reasons), "counters": dict(file_counters)}
-            shards.write_bytes_atomic(fs, marker_path, json.dumps(marker, sort_keys=True).encode())
-        next_index = marker["first_shard"] + marker["num_shards"]
-        kept_total += marker["kept"]
-        rejected_total += marker["rejected"]
-        reasons.update(marker["reasons"])
-        counters.update(marker["counters"])
-    return {"files": len(inputs), "files_skipped": skipped_files, "shards": next_index, "shards_written": written,
-            "kept": kept_total, "rejected": rejected_total, "reasons": dict(sorted(reasons.items())),
-            "counters": dict(sorted(counters.items())), "skipped": bool(inputs) and skipped_files == len(inputs)}
+    for r in results:
+        reasons.update(r["reasons"])
+        counters.update(r["counters"])
+    skipped = sum(bool(r["skipped"]) for r in results)
+    return {"files": len(results), "files_skipped": skipped, "shards": sum(r["num_shards"] for r in results),
+            "shards_written": sum(r["shards_written"] for r in results), "kept": sum(r["kept"] for r in results),
+            "rejected": sum(r["rejected"] for r in results), "reasons": dict(sorted(reasons.items())),
+            "counters": dict(sorted(counters.items())), "skipped": bool(results) and skipped == len(results)}
+
+
+def ingest_files(inputs: list[str], fs, out_dir: str, records_per_shard: int, reader: Reader, kind: str,
+                 schemas: tuple[pa.Schema, pa.Schema], stage: str = STAGE, first_shard: int = 0) -> dict[str, Any]:
+    """Every input file in turn, in this process (the pipeline's flow runs one task per file instead)."""
+    return summarize([ingest_file(i, src, fs, out_dir, records_per_shard, reader, kind, schemas, stage, first_shard)
+                      for i, src in enumerate(inputs)])

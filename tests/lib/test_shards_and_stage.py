@@ -40,6 +40,15 @@ def test_shard_names_are_deterministic():
     assert shards.shard_name(0) == "part-00000" and shards.shard_name(123) == "part-00123"
 
 
+def test_shards_list_in_number_order_past_five_digits(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    d = str(tmp_path / "00_test")
+    for index in (100_000, 2, 500_000, 9_999, 20_000):
+        _write_input(fs, d, shards.shard_name(index), _docs(1))
+    # as strings, part-100000 would come before part-20000
+    assert shards.list_shards(fs, d) == ["part-00002", "part-09999", "part-20000", "part-100000", "part-500000"]
+
+
 def test_write_read_roundtrip_and_manifest(tmp_path):
     fs = shards.filesystem(str(tmp_path))
     d = str(tmp_path / "00_test")
