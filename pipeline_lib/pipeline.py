@@ -110,20 +110,18 @@ def source_jobs(ref: ConfigRef, run_dir: str) -> list:
 
     A job's position fixes its shard numbers, so the jobs can run in any order or all at once.
     """
-    from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD, IngestJob
+    from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD, jobs_for
     from pipeline_lib.crawl.warc import expand_inputs
 
     cfg = ref.load()
     out = source_dir(cfg, run_dir)
     src, options = cfg.source, cfg.run.storage_options
     if src.kind == "docs":
-        paths = [cfg.resolve_path(p) for p in src.docs_paths]
-        return [IngestJob("docs", i, p, out, src.records_per_shard, options, 0, out.rstrip("/").rsplit("/", 1)[-1],
-                          src.text_column, src.url_column) for i, p in enumerate(paths)]
+        return jobs_for("docs", [cfg.resolve_path(p) for p in src.docs_paths], out, src.records_per_shard, options,
+                        0, out.rstrip("/").rsplit("/", 1)[-1], src.text_column, src.url_column)
     if "warc" in src.kind:
-        paths = expand_inputs([cfg.resolve_path(p) for p in src.warc_paths], options)
-        first = WARC_FIRST_SHARD if src.kind == "crawl+warc" else 0
-        return [IngestJob("warc", i, p, out, src.records_per_shard, options, first) for i, p in enumerate(paths)]
+        return jobs_for("warc", expand_inputs([cfg.resolve_path(p) for p in src.warc_paths], options), out,
+                        src.records_per_shard, options, WARC_FIRST_SHARD if src.kind == "crawl+warc" else 0)
     return []
 
 

@@ -2,8 +2,8 @@
 
     crawl2model crawl --seed URL [--seed URL ...] --out DIR [--max-pages N] [--max-depth N]
                       [--delay SECONDS] [--allow-private HOST ...]
-    crawl2model ingest-warc PATH_OR_URL [...] --out DIR
-    crawl2model ingest-docs PATH_OR_URL [...] --out DIR [--text-column text --url-column url]
+    crawl2model ingest-warc PATH_OR_URL [...] --out DIR [--workers N]
+    crawl2model ingest-docs PATH_OR_URL [...] --out DIR [--text-column text --url-column url] [--workers N]
 
 Each writes shards (``part-NNNNN.parquet`` + manifest, failures in ``_rejected/``) straight into
 DIR, prints a one-line JSON summary and is safe to rerun: finished work is skipped.
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("paths", nargs="+", metavar="PATH_OR_URL")
     w.add_argument("--out", required=True, metavar="DIR")
     w.add_argument("--records-per-shard", type=int, default=1000, metavar="N")
+    w.add_argument("--workers", type=int, default=1, metavar="N", help="files ingested at once, one process each")
     w.set_defaults(func=_ingest_warc)
 
     d = sub.add_parser("ingest-docs", help="read cleaned documents (.parquet/.jsonl/.jsonl.gz) into document shards")
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--text-column", default="text")
     d.add_argument("--url-column", default="url")
     d.add_argument("--records-per-shard", type=int, default=1000, metavar="N")
+    d.add_argument("--workers", type=int, default=1, metavar="N", help="files ingested at once, one process each")
     d.set_defaults(func=_ingest_docs)
 
 
@@ -83,7 +85,8 @@ def _ingest_warc(args: argparse.Namespace) -> int:
     from pipeline_lib.crawl import ingest_warc
 
     fs = shards.filesystem(args.out)
-    return _print(ingest_warc(args.paths, fs, args.out, records_per_shard=args.records_per_shard))
+    return _print(ingest_warc(args.paths, fs, args.out, records_per_shard=args.records_per_shard,
+                              workers=args.workers))
 
 
 def _ingest_docs(args: argparse.Namespace) -> int:
@@ -92,4 +95,4 @@ def _ingest_docs(args: argparse.Namespace) -> int:
 
     fs = shards.filesystem(args.out)
     return _print(ingest_docs(args.paths, fs, args.out, text_column=args.text_column, url_column=args.url_column,
-                              records_per_shard=args.records_per_shard))
+                              records_per_shard=args.records_per_shard, workers=args.workers))

@@ -17,7 +17,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline_lib.crawl.ingest import ingest_files
+from pipeline_lib.crawl.ingest import jobs_for, run_jobs
 from pipeline_lib.crawl.warc import parse_warc_date
 from pipeline_lib.schema import PAGE_REJECT_SCHEMA, TIMESTAMP, doc_id
 
@@ -122,11 +122,10 @@ class _DocReader:
 
 
 def ingest_docs(paths: list[str], fs, out_dir: str, text_column: str = "text", url_column: str = "url",
-                records_per_shard: int = 1000, storage_options: dict | None = None) -> dict[str, Any]:
-    reader = _DocReader(text_column, url_column, storage_options)
+                records_per_shard: int = 1000, storage_options: dict | None = None, workers: int = 1) -> dict[str, Any]:
     # The manifest names the stage these documents stand in for (the folder, e.g. "02_extract").
     stage = out_dir.rstrip("/").rsplit("/", 1)[-1]
-    summary = ingest_files(list(paths), fs, out_dir, records_per_shard, reader, "docs",
-                           (DOC_SCHEMA, PAGE_REJECT_SCHEMA), stage=stage)
+    jobs = jobs_for("docs", list(paths), out_dir, records_per_shard, storage_options, 0, stage, text_column, url_column)
+    summary = run_jobs(jobs, workers, fs)
     summary["docs"] = summary.pop("kept")
     return summary

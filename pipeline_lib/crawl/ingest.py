@@ -100,12 +100,34 @@ def _reader_and_schemas(job: IngestJob) -> tuple[Reader, tuple[pa.Schema, pa.Sch
     raise ValueError(f"unknown ingest kind {job.kind!r}")
 
 
-def run_job(job: IngestJob) -> dict[str, Any]:
-    """Ingest one file (in whichever process runs it); returns its marker plus what this call did."""
+def jobs_for(kind: str, inputs: list[str], out_dir: str, records_per_shard: int = 1000,
+             storage_options: dict | None = None, first_shard: int = 0, stage: str = STAGE, text_column: str = "text",
+             url_column: str = "url") -> list[IngestJob]:
+    """One job per input file, numbered by position."""
+    return [IngestJob(kind, i, src, out_dir, records_per_shard, storage_options, first_shard, stage, text_column,
+                      url_column) for i, src in enumerate(inputs)]
+
+
+def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
+    """Ingest one file (in whichever process runs it); returns its marker plus what this call did.
+
+    ``fs``: the output filesystem when the caller has one; a worker process builds its own.
+    """
     reader, schemas = _reader_and_schemas(job)
-    fs = shards.filesystem(job.out_dir, job.storage_options)
+    fs = fs if fs is not None else shards.filesystem(job.out_dir, job.storage_options)
     return ingest_file(job.index, job.src, fs, job.out_dir, job.records_per_shard, reader, job.kind, schemas,
                        job.stage, job.first_shard)
+
+
+def run_jobs(jobs: list[IngestJob], workers: int = 1, fs=None) -> dict[str, Any]:
+    """Every job, here one after another or on ``workers`` spawned processes; one summary."""
+    if workers <= 1 or len(jobs) <= 1:
+        return summarize([run_job(job, fs) for job in jobs])
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return summarize(list(pool.map(run_job, jobs)))
 
 
 def ingest_file(file_index: int, src: str, fs, out_dir: str, records_per_shard: int, reader: Reader, kind: str,
@@ -166,10 +188,3 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
             "shards_written": sum(r["shards_written"] for r in results), "kept": sum(r["kept"] for r in results),
             "rejected": sum(r["rejected"] for r in results), "reasons": dict(sorted(reasons.items())),
             "counters": dict(sorted(counters.items())), "skipped": bool(results) and skipped == len(results)}
-
-
-def ingest_files(inputs: list[str], fs, out_dir: str, records_per_shard: int, reader: Reader, kind: str,
-                 schemas: tuple[pa.Schema, pa.Schema], stage: str = STAGE, first_shard: int = 0) -> dict[str, Any]:
-    """Every input file in turn, in this process (the pipeline's flow runs one task per file instead)."""
-    return summarize([ingest_file(i, src, fs, out_dir, records_per_shard, reader, kind, schemas, stage, first_shard)
-                      for i, src in enumerate(inputs)])

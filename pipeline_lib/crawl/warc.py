@@ -13,7 +13,7 @@ records get their HTTP head split off (``http_head``, warcio's rules on bytes in
 into the shard as UTF-8 bytes (``html_as_utf8``: the text ``decode_html`` gives, transcoded only
 when the page is not UTF-8 already).
 
-Idempotent through ``ingest.ingest_files``: deterministic shard numbering per input file, a
+Idempotent through ``ingest.ingest_file``: deterministic shard numbering per input file, a
 per-file completion marker, finished files skipped on rerun.
 """
 
@@ -38,7 +38,7 @@ from warcio.limitreader import LimitReader
 
 from pipeline_lib.crawl.encoding import charset_from_content_type, charset_from_meta, codec_for, decode_html
 from pipeline_lib.crawl.fetcher import HTML_TYPES, looks_binary
-from pipeline_lib.crawl.ingest import ingest_files
+from pipeline_lib.crawl.ingest import jobs_for, run_jobs
 from pipeline_lib.schema import PAGE_REJECT_SCHEMA, PAGE_SCHEMA, doc_id
 MAX_PAYLOAD_BYTES = 10_000_000
 CC_BASES = {"s3": "s3://commoncrawl/", "default": "https://data.commoncrawl.org/"}
@@ -428,9 +428,9 @@ def _read_warc(storage_options: dict | None):
 
 
 def ingest_warc(paths: list[str], fs, out_dir: str, records_per_shard: int = 1000,
-                storage_options: dict | None = None, first_shard: int = 0) -> dict[str, Any]:
-    inputs = expand_inputs(paths, storage_options)
-    summary = ingest_files(inputs, fs, out_dir, records_per_shard, _read_warc(storage_options), "warc",
-                           (PAGE_SCHEMA, PAGE_REJECT_SCHEMA), first_shard=first_shard)
+                storage_options: dict | None = None, first_shard: int = 0, workers: int = 1) -> dict[str, Any]:
+    jobs = jobs_for("warc", expand_inputs(paths, storage_options), out_dir, records_per_shard, storage_options,
+                    first_shard)
+    summary = run_jobs(jobs, workers, fs)
     summary["pages"] = summary.pop("kept")
     return summary

@@ -50,6 +50,24 @@ def test_ingest_warc_command(shared_data, tmp_path, capsys):
     assert _last_json(capsys)["pages"] == 16
 
 
+def test_ingest_warc_with_workers_writes_what_one_process_writes(shared_data, tmp_path, capsys):
+    names = ["resiliparse/warcfile.warc.gz", "warcio/example.warc.gz", "resiliparse/clueweb-quirk.warc.gz"]
+    files = [str(shared_data / "warc" / n) for n in names]
+    if not all(shared_data.joinpath("warc", n).is_file() for n in names):
+        pytest.skip("shared WARCs missing")
+    summaries, checksums = [], []
+    for workers in ("1", "3"):
+        out = str(tmp_path / f"w{workers}")
+        assert main(["ingest-warc", *files, "--out", out, "--records-per-shard", "10", "--workers", workers]) == 0
+        summaries.append(_last_json(capsys))
+        fs = shards.filesystem(out)
+        checksums.append({n: shards.load_manifest(fs, out, n)["files"]["kept"]["sha256"]
+                          for n in shards.list_shards(fs, out)})
+    assert summaries[0] == summaries[1] and summaries[0]["files"] == 3 and summaries[0]["pages"] == 16 + 1 + 29
+    assert checksums[0] == checksums[1]
+    assert sorted({int(n.split("-")[1]) // 10_000 for n in checksums[0]}) == [0, 1, 2]  # a block per file
+
+
 def test_ingest_docs_command(tmp_path, capsys):
     pq.write_table(pa.table({"body": ["one doc", "two doc"], "link": ["u1", "u2"]}), tmp_path / "in.parquet")
     out = str(tmp_path / "docs")
