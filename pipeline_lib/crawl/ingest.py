@@ -11,6 +11,7 @@ shard whose manifest names the same file and chunk is left alone).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -36,6 +37,32 @@ Reader = Callable[[str, Counter], Iterator[tuple[str, dict]]]
 
 def _marker_path(out_dir: str, kind: str, index: int) -> str:
     return shards.join(out_dir, STATE_DIR, f"{kind}-{index:05d}.json")
+
+
+LAYOUT = {"file_shard_stride": FILE_SHARD_STRIDE}
+
+
+def _check_layout(fs, out_dir: str) -> None:
+    """Refuse a folder whose ingest state was written with another shard numbering; else record ours.
+
+    crawl2model before per-file shard blocks numbered file i's shards after file i-1's and wrote no
+    layout file: resuming such a folder here would write a half-read file's shards a second time
+    under new names. Written before any marker, so a folder with markers and no layout is old.
+    """
+    path = shards.join(out_dir, STATE_DIR, "layout.json")
+    if shards.exists(fs, path):
+        found = json.loads(shards.read_bytes(fs, path))
+        if found != LAYOUT:
+            raise ValueError(f"{out_dir}: ingest state numbered with {found}, this crawl2model uses {LAYOUT}; "
+                             "ingest into a new folder")
+        return
+    state = fs._strip_protocol(shards.join(out_dir, STATE_DIR))
+    # Finished-file markers only: a temp file left by a write this process was killed in is not one.
+    if fs.exists(state) and any(re.fullmatch(r"[a-z]+-\d{5,}\.json", p.rsplit("/", 1)[-1])
+                                for p in fs.ls(state, detail=False)):
+        raise ValueError(f"{out_dir} was ingested by an older crawl2model that numbered shards across files; "
+                         "finish it with the version that started it, or ingest into a new folder")
+    shards.write_bytes_atomic(fs, path, json.dumps(LAYOUT, sort_keys=True).encode())
 
 
 def _write_shard(fs, out_dir: str, stage: str, index: int, kept: list[dict], rejected: list[dict],
@@ -137,12 +164,11 @@ def ingest_file(file_index: int, src: str, fs, out_dir: str, records_per_shard: 
     marker_path = _marker_path(out_dir, kind, file_index)
     marker = json.loads(shards.read_bytes(fs, marker_path)) if shards.exists(fs, marker_path) else None
     if marker is not None and marker.get("input_file") == src:
-        if marker.get("first_shard") != first:
-            raise ValueError(
-                f"{out_dir} holds {src} as shards from {marker.get('first_shard')}, written by an older crawl2model "
-                f"that numbered shards across files; this one starts file {file_index} at {first}. Finish that run "
-                "with the version that started it, or ingest into a new run dir.")
+        if marker.get("first_shard") != first:  # e.g. source.kind changed between warc and crawl+warc
+            raise ValueError(f"{out_dir} holds {src} as shards from {marker.get('first_shard')}; this run would "
+                             f"start it at {first}. Ingest into a new folder.")
         return {**marker, "skipped": True, "shards_written": 0}
+    _check_layout(fs, out_dir)
     file_counters: Counter[str] = Counter()
     file_reasons: Counter[str] = Counter()
     kept: list[dict] = []

@@ -72,17 +72,26 @@ def test_warc_files_ingest_in_parallel_tasks_as_they_would_one_by_one(tmp_path, 
     assert again["skipped"] is True and again["shards_written"] == 0 and again["pages"] == summary["pages"]
 
 
-def test_a_run_dir_numbered_by_an_older_version_is_refused_not_duplicated(tmp_path, shared_data):
+def test_a_run_dir_numbered_another_way_is_refused_not_duplicated(tmp_path, shared_data):
     warc_dir = shared_data / "warc"
     if not warc_dir.is_dir():
         pytest.skip("../shared/data/warc is not present")
     cfg = parse_config(_config(tmp_path, warc_dir, "old"))
     ref, run_dir = ConfigRef.of(cfg), pipeline.prepare_run(cfg)
     pipeline.run_source(ref, run_dir)
-    # Rewrite file 1's marker as the old sequential numbering left it (right after file 0's shards).
-    marker = Path(run_dir) / "00_crawl" / "_ingest_state" / "warc-00001.json"
+    state = Path(run_dir) / "00_crawl" / "_ingest_state"
+    # A finished file whose marker places it elsewhere (another source.kind, another numbering).
+    marker = state / "warc-00001.json"
     data = json.loads(marker.read_text())
     data["first_shard"] = 3
     marker.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="would start it at 10000"):
+        pipeline.run_source(ref, run_dir)
+    # A folder left by crawl2model before per-file shard blocks: markers but no layout file, and a
+    # file it had not finished. Reading that file again here would duplicate its pages.
+    marker.unlink()
+    (state / "layout.json").unlink()
+    before = sorted(p.name for p in (Path(run_dir) / "00_crawl").glob("*.parquet"))
     with pytest.raises(ValueError, match="older crawl2model"):
         pipeline.run_source(ref, run_dir)
+    assert sorted(p.name for p in (Path(run_dir) / "00_crawl").glob("*.parquet")) == before

@@ -289,3 +289,11 @@ def test_utf8_check_in_slices_accepts_characters_cut_by_a_slice_end():
     assert _is_utf8(page) and _is_utf8(b"") and _is_utf8(b"ascii")
     assert not _is_utf8(page + b"\xe2\x98")  # a character cut by the end of the page is not UTF-8
     assert not _is_utf8(page[:20000] + b"\xed\xa0\x80" + page[20000:])  # an encoded surrogate
+
+
+def test_a_temp_file_from_a_killed_write_is_not_taken_for_an_older_layout(warc_dir, tmp_path):
+    out = tmp_path / "00_crawl"
+    (out / "_ingest_state").mkdir(parents=True)
+    (out / "_ingest_state" / ".tmp-0f3a-layout.json").write_text("{")  # killed while writing the layout file
+    summary = ingest_warc([str(warc_dir / "warcio" / "example.warc.gz")], shards.filesystem(str(out)), str(out))
+    assert summary["pages"] == 1 and summary["shards_written"] == 1
