@@ -149,9 +149,9 @@ def finish_source(ref: ConfigRef, crawl_summary: dict[str, Any] | None, file_res
     if crawl_summary is not None:
         summaries["crawl"] = crawl_summary
     if kind == "docs" or "warc" in kind:
+        name, count = ("docs", "docs") if kind == "docs" else ("warc", "pages")
         summary = summarize(file_results)
-        name = "docs" if kind == "docs" else "warc"
-        summary["docs" if name == "docs" else "pages"] = summary.pop("kept")
+        summary[count] = summary.pop("kept")
         summaries[name] = summary
     return summaries
 

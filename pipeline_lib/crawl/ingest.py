@@ -109,10 +109,6 @@ class IngestJob:
     url_column: str = "url"
 
 
-def file_first_shard(first_shard: int, index: int) -> int:
-    return first_shard + index * FILE_SHARD_STRIDE
-
-
 def _reader_and_schemas(job: IngestJob) -> tuple[Reader, tuple[pa.Schema, pa.Schema]]:
     from pipeline_lib.schema import PAGE_REJECT_SCHEMA, PAGE_SCHEMA
 
@@ -135,17 +131,6 @@ def jobs_for(kind: str, inputs: list[str], out_dir: str, records_per_shard: int 
                       url_column) for i, src in enumerate(inputs)]
 
 
-def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
-    """Ingest one file (in whichever process runs it); returns its marker plus what this call did.
-
-    ``fs``: the output filesystem when the caller has one; a worker process builds its own.
-    """
-    reader, schemas = _reader_and_schemas(job)
-    fs = fs if fs is not None else shards.filesystem(job.out_dir, job.storage_options)
-    return ingest_file(job.index, job.src, fs, job.out_dir, job.records_per_shard, reader, job.kind, schemas,
-                       job.stage, job.first_shard)
-
-
 def run_jobs(jobs: list[IngestJob], workers: int = 1, fs=None) -> dict[str, Any]:
     """Every job, here one after another or on ``workers`` spawned processes; one summary."""
     if workers <= 1 or len(jobs) <= 1:
@@ -157,11 +142,16 @@ def run_jobs(jobs: list[IngestJob], workers: int = 1, fs=None) -> dict[str, Any]
         return summarize(list(pool.map(run_job, jobs)))
 
 
-def ingest_file(file_index: int, src: str, fs, out_dir: str, records_per_shard: int, reader: Reader, kind: str,
-                schemas: tuple[pa.Schema, pa.Schema], stage: str = STAGE, first_shard: int = 0) -> dict[str, Any]:
-    """Ingest one input file into its block of shards, or skip it when its marker says it is done."""
-    first = file_first_shard(first_shard, file_index)
-    marker_path = _marker_path(out_dir, kind, file_index)
+def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
+    """Ingest one input file into its block of shards, or skip it when its marker says it is done.
+
+    Runs in whichever process it is given to; returns the file's marker plus what this call did.
+    ``fs``: the output filesystem when the caller has one; a worker process builds its own.
+    """
+    src, out_dir, kind, records_per_shard = job.src, job.out_dir, job.kind, job.records_per_shard
+    fs = fs if fs is not None else shards.filesystem(out_dir, job.storage_options)
+    first = job.first_shard + job.index * FILE_SHARD_STRIDE
+    marker_path = _marker_path(out_dir, kind, job.index)
     marker = json.loads(shards.read_bytes(fs, marker_path)) if shards.exists(fs, marker_path) else None
     if marker is not None and marker.get("input_file") == src:
         if marker.get("first_shard") != first:  # e.g. source.kind changed between warc and crawl+warc
@@ -169,6 +159,7 @@ def ingest_file(file_index: int, src: str, fs, out_dir: str, records_per_shard: 
                              f"start it at {first}. Ingest into a new folder.")
         return {**marker, "skipped": True, "shards_written": 0}
     _check_layout(fs, out_dir)
+    reader, schemas = _reader_and_schemas(job)
     file_counters: Counter[str] = Counter()
     file_reasons: Counter[str] = Counter()
     kept: list[dict] = []
@@ -181,7 +172,7 @@ def ingest_file(file_index: int, src: str, fs, out_dir: str, records_per_shard: 
         if chunk >= FILE_SHARD_STRIDE:
             raise ValueError(f"{src} needs more than {FILE_SHARD_STRIDE} shards of {records_per_shard} records; "
                              "raise source.records_per_shard (or --records-per-shard)")
-        written += _write_shard(fs, out_dir, stage, first + chunk, kept, rejected, schemas, src, chunk, started, kind)
+        written += _write_shard(fs, out_dir, job.stage, first + chunk, kept, rejected, schemas, src, chunk, started, kind)
         kept, rejected, chunk, started = [], [], chunk + 1, time.perf_counter()
 
     for which, row in reader(src, file_counters):
@@ -203,7 +194,7 @@ def ingest_file(file_index: int, src: str, fs, out_dir: str, records_per_shard: 
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """One summary from the per-file results of ``ingest_file`` (in input order)."""
+    """One summary from the per-file results of ``run_job`` (in input order)."""
     reasons: Counter[str] = Counter()
     counters: Counter[str] = Counter()
     for r in results:

@@ -13,7 +13,7 @@ records get their HTTP head split off (``http_head``, warcio's rules on bytes in
 into the shard as UTF-8 bytes (``html_as_utf8``: the text ``decode_html`` gives, transcoded only
 when the page is not UTF-8 already).
 
-Idempotent through ``ingest.ingest_file``: deterministic shard numbering per input file, a
+Idempotent through ``ingest.run_job``: deterministic shard numbering per input file, a
 per-file completion marker, finished files skipped on rerun.
 """
 
