@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from tests.e2e.support import REPO, free_port
 
@@ -81,6 +83,11 @@ class PrefectServer:
         self.api = f"{self.url}/api"
         self.processes = processes
         self.http = requests.Session()
+        # The server answers 503 for errors it wants retried (SQLite busy under load): retry those,
+        # as Prefect's own client does, POSTs included (the failed request changed nothing).
+        retry = Retry(total=6, connect=0, read=0, backoff_factor=0.5, status_forcelist=[503], allowed_methods=None,
+                      respect_retry_after_header=True, raise_on_status=False)
+        self.http.mount("http://", HTTPAdapter(max_retries=retry))
 
     def client_env(self, **extra: str) -> dict[str, str]:
         return {**base_env(self.home), "PREFECT_API_URL": self.api, **extra}
