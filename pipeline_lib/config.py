@@ -28,7 +28,7 @@ class _Model(BaseModel):
 class RunConfig(_Model):
     name: str = Field("crawl2model", description="Run family name; the run dir is <data_root>/<name>/<partition>.")
     partition: str = Field("sample", description="Partition key (a date or crawl id); one partition = one run dir.")
-    data_root: str = Field("data/runs", description="Local path or fsspec URL (s3://bucket/prefix).")
+    data_root: str = Field("data/runs", description="Local path (relative: to the working directory) or fsspec URL (s3://bucket/prefix).")
     workers: int = Field(2, ge=1, le=256, description="Shards processed at once: worker processes (process), task threads (thread) or Dask workers (dask). A stage flow run alone keeps up to 8 in flight.")
     task_runner: Literal["thread", "process", "dask"] = Field("process", description="process: shards run in a spawned worker pool; thread: inline; dask: prefect-dask cluster.")
     dask_address: str | None = Field(None, description="Existing Dask scheduler address; None = LocalCluster.")
@@ -76,7 +76,9 @@ class CrawlConfig(_Model):
 class SourceConfig(_Model):
     kind: Literal["crawl", "warc", "crawl+warc", "docs"] = Field(
         "crawl", description="crawl | warc | crawl+warc (both into 00_crawl) | docs (cleaned documents, from 03_langid on).")
-    warc_paths: list[str] = Field(default_factory=list, description="WARC files or URLs (for kind warc).")
+    warc_paths: list[str] = Field(default_factory=list, description="WARC files, URLs or s3:// paths, or Common Crawl "
+                                      "warc.paths(.gz) listings with an optional #START:END segment range "
+                                      "(for kind warc and crawl+warc).")
     docs_paths: list[str] = Field(default_factory=list, description="Cleaned-document files (for kind docs).")
     text_column: str = Field("text", description="Column holding the document text (kind docs).")
     url_column: str = Field("url", description="Column holding the document URL (kind docs).")
@@ -353,22 +355,48 @@ class PipelineConfig(_Model):
             return p
         return str((Path(self.base_dir) / p).resolve())
 
+    def _input_paths(self) -> list[tuple[str, str]]:
+        """Every (section, key) naming a local-or-URL path that resolves against the config's folder."""
+        return [("urlfilter", "blocklist_files"), ("urlfilter", "ut1_dir"), ("urlfilter", "banned_words_file"),
+                ("urlfilter", "banned_subwords_file"), ("urlfilter", "soft_words_file"), ("langid", "model_path"),
+                ("source", "warc_paths"), ("source", "docs_paths"), ("dedup", "index_url"),
+                ("tokenize", "tokenizer_dir")]
+
     def missing_files(self) -> list[str]:
-        """Local input files the config names that do not exist, as 'key: path' lines."""
-        named: list[tuple[str, str]] = [(f"urlfilter.blocklist_files[{i}]", p)
-                                        for i, p in enumerate(self.urlfilter.blocklist_files)]
-        if self.langid.model_path:
-            named.append(("langid.model_path", self.langid.model_path))
-        if "warc" in self.source.kind:
-            named += [(f"source.warc_paths[{i}]", p) for i, p in enumerate(self.source.warc_paths)]
-        if self.source.kind == "docs":
-            named += [(f"source.docs_paths[{i}]", p) for i, p in enumerate(self.source.docs_paths)]
+        """Local input files and folders the config names (and will use) that do not exist, as 'key: path' lines."""
+        used = {("source", "warc_paths"): "warc" in self.source.kind,
+                ("source", "docs_paths"): self.source.kind == "docs",
+                ("tokenize", "tokenizer_dir"): self.tokenize.source == "dir",
+                ("dedup", "index_url"): False}  # an index folder is created on first use
+        named: list[tuple[str, str]] = []
+        for section, key in self._input_paths():
+            if not used.get((section, key), True):
+                continue
+            value = getattr(getattr(self, section), key)
+            if isinstance(value, list):
+                named += [(f"{section}.{key}[{i}]", p) for i, p in enumerate(value)]
+            elif value:
+                named.append((f"{section}.{key}", value))
         missing = []
         for key, p in named:
             resolved = self.resolve_path(p)
             if "://" not in resolved and not Path(resolved).exists():
                 missing.append(f"{key}: {resolved} does not exist")
         return missing
+
+    def resolved(self) -> "PipelineConfig":
+        """A copy with every relative local path made absolute (run.data_root against the working directory,
+        the input paths against the config's folder): what a run dir records, so it loads from anywhere."""
+        cfg = self.model_copy(deep=True)
+        for section, key in self._input_paths():
+            part = getattr(cfg, section)
+            value = getattr(part, key)
+            if isinstance(value, list):
+                setattr(part, key, [self.resolve_path(p) for p in value])
+            elif value and not value.startswith("redis://"):
+                setattr(part, key, self.resolve_path(value))
+        cfg.run.data_root = self.run_dir[: -len(f"/{self.run.name}/{self.run.partition}")]
+        return cfg
 
     @property
     def run_dir(self) -> str:

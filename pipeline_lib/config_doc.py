@@ -20,7 +20,9 @@ HEADER = """\
 # crawl2model: every knob, with its default and what it does. Generated from pipeline_lib/config.py
 # (python -m pipeline_lib.config_doc > configs/pipeline.yaml); edit the models' descriptions, not this file.
 # Copy what you need into your own config: unknown keys are errors, omitted keys take these defaults.
-# Relative paths resolve against the folder of the config file that names them.
+# Relative paths resolve against the folder of the config file that names them, except run.data_root,
+# which resolves against the working directory (so `data/runs` lands under the folder you run from).
+# Each run dir records its config as config.yaml with every path made absolute.
 """
 
 SECTION_DOCS = {

@@ -67,12 +67,12 @@ def input_dir(cfg: PipelineConfig, run_dir: str, key: str) -> str:
 
 
 def prepare_run(cfg: PipelineConfig) -> str:
-    """Create the run dir and record the resolved config (rewritten only if it changed)."""
+    """Create the run dir and record the resolved config, paths made absolute (rewritten only if it changed)."""
     run_dir = cfg.run_dir
     fs = fs_for(cfg, run_dir)
     fs.makedirs(fs._strip_protocol(run_dir), exist_ok=True)
     path = shards.join(run_dir, "config.yaml")
-    text = dump_config(cfg).encode()
+    text = dump_config(cfg.resolved()).encode()  # absolute paths: `crawl2model train --run-dir` loads it as is
     if not shards.exists(fs, path) or shards.read_bytes(fs, path) != text:
         shards.write_bytes_atomic(fs, path, text)
     return run_dir

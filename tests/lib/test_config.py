@@ -74,6 +74,42 @@ def test_missing_input_file_fails_at_load_naming_key(tmp_path):
     assert "urlfilter.blocklist_files[0]" in str(e.value) and str(tmp_path / "nope.txt") in str(e.value)
 
 
+@pytest.mark.parametrize("yaml_text, key", [
+    ("urlfilter:\n  ut1_dir: no-ut1\n", "urlfilter.ut1_dir"),
+    ("urlfilter:\n  soft_words_file: soft.txt\n", "urlfilter.soft_words_file"),
+    ("tokenize:\n  source: dir\n  tokenizer_dir: no-tok\n", "tokenize.tokenizer_dir"),
+])
+def test_every_named_input_is_checked_at_load(tmp_path, yaml_text, key):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(p)
+
+
+def test_recorded_config_has_absolute_paths_and_loads_from_the_run_dir(tmp_path, monkeypatch):
+    from pipeline_lib.config import dump_config
+    from pipeline_lib.pipeline import prepare_run
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "block.txt").write_text("bad.example\n")
+    (conf / "c.yaml").write_text("run:\n  name: n\n  partition: p\n  data_root: runs\n"
+                                 "urlfilter:\n  blocklist_files: [block.txt]\n")
+    monkeypatch.chdir(tmp_path)  # data_root is relative to the working directory
+    cfg = load_config(conf / "c.yaml")
+    run_dir = prepare_run(cfg)
+    assert run_dir == str(tmp_path / "runs" / "n" / "p")
+    expected = dump_config(cfg.resolved())
+    # From elsewhere, the recorded config loads (its relative blocklist would not) and says the same things.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    recorded = load_config(Path(run_dir) / "config.yaml")
+    assert recorded.urlfilter.blocklist_files == [str(conf / "block.txt")]
+    assert recorded.run_dir == run_dir
+    assert dump_config(recorded) == expected
+
+
 def test_pipeline_yaml_is_the_generated_reference_with_every_knob():
     from pipeline_lib.config_doc import render
 
