@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a
 from prefect import flow  # noqa: E402
 
 from flows.artifacts import publish_funnel  # noqa: E402
-from flows.common import DEFAULT_CONFIG, documented, resolve, run_name, run_stage_flows, stage_cli  # noqa: E402
+from flows.common import (DEFAULT_CONFIG, documented, resolve, run_name, run_stage_flows, stage_cli,  # noqa: E402
+                          subflow_settings)
 from flows.crawl import crawl_flow  # noqa: E402
 from flows.dedup import dedup_flow  # noqa: E402
 from flows.extract import extract_flow  # noqa: E402
@@ -23,7 +24,7 @@ from flows.langid import langid_flow  # noqa: E402
 from flows.pii import pii_flow  # noqa: E402
 from flows.quality import quality_flow  # noqa: E402
 from flows.tokens import tokens_flow  # noqa: E402
-from flows.train import train_flow  # noqa: E402
+from flows.train import train_flow, train_through_deployment  # noqa: E402
 from flows.urlfilter import urlfilter_flow  # noqa: E402
 from pipeline_lib import pipeline as plan  # noqa: E402
 from pipeline_lib import workers  # noqa: E402
@@ -42,9 +43,15 @@ def pipeline(config_path: str = DEFAULT_CONFIG, partition: str | None = None, da
     try:
         workers.warm_up(cfg)  # worker processes start importing while the first stages run
         # A disabled stage costs nothing, not even a subflow run.
-        results = run_stage_flows([f for f in STAGE_FLOWS if plan.enabled(cfg, f.name)], cfg, params)
+        results = run_stage_flows([f for f in STAGE_FLOWS if plan.enabled(cfg, f.name) and f is not train_flow],
+                                  cfg, params)
     finally:
         workers.shutdown()
+    if plan.enabled(cfg, "train"):  # after the pool is gone: its memory is the model's now
+        results["train"] = train_through_deployment(cfg, params)
+        if results["train"] is None:
+            with subflow_settings(cfg):
+                results["train"] = train_flow(**params)
     fs = plan.fs_for(cfg, run_dir)
     results["funnel"] = publish_funnel(f"{cfg.run.name}-{cfg.run.partition}", run_dir, fs)
     results["run_dir"] = run_dir

@@ -318,6 +318,11 @@ class TrainConfig(_Model):
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bf16 autocast on CUDA.")
     compile: bool = Field(False, description="torch.compile the model (CUDA; minutes of warmup).")
     peak_flops: float | None = Field(None, gt=0, description="Per-device peak FLOP/s for MFU; None = known GPU table.")
+    deployment: str | None = Field(
+        None, description="A Prefect deployment ('flow/name', e.g. 'train/train', on the GPU pool) that trains when the "
+                          "pipeline itself runs from a deployment: the pipeline starts a run of it and waits. None, or "
+                          "a pipeline started outside a deployment (crawl2model run): training runs in the pipeline's "
+                          "own process.")
 
 
 class PipelineConfig(_Model):

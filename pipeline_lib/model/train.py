@@ -49,7 +49,7 @@ PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e1
                    "A10G": 70e12, "A10": 125e12, "4090": 165e12, "3090": 71e12}
 
 # Knobs that do not change what is trained: changing them neither restarts nor redoes a run.
-_NOT_FINGERPRINTED = {"enabled", "checkpoint_interval"}
+_NOT_FINGERPRINTED = {"enabled", "checkpoint_interval", "deployment"}  # where it runs, not what it learns
 
 METRICS_SCHEMA = pa.schema([
     ("step", pa.int64()), ("loss", pa.float64()), ("val_loss", pa.float64()), ("lr", pa.float64()),

@@ -39,7 +39,7 @@ def _light_config(tmp: Path) -> Path:
     data = yaml.safe_load(path.read_text())
     data["crawl"]["max_pages"] = 30
     data["crawl"]["sample_site"]["port"] = 0
-    data["train"].update(max_steps=2)
+    data["train"].update(max_steps=2, deployment="train/train")  # from a deployment: trains on the GPU pool
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -59,6 +59,8 @@ def stack(tmp_path_factory):
                                        PREFECT_WORKER_HEARTBEAT_SECONDS="10")
         procs.start("worker-cpu", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "crawl2model-cpu",
                                    "--type", "process", "--limit", "2"], worker_env)
+        procs.start("worker-gpu", [sys.executable, "-m", "prefect", "worker", "start", "--pool", "crawl2model-gpu",
+                                   "--type", "process", "--limit", "1"], worker_env)
         yield state
     finally:
         procs.stop()
@@ -100,6 +102,12 @@ def test_a_deployment_run_through_the_worker_writes_outputs_and_artifacts(stack)
     assert {c["name"] for c in children} and all(c["state"]["type"] == "COMPLETED" for c in children)
     # Each stage subflow is named after its stage and the partition, as the parent is.
     assert {f"{s}-{FIRST}" for s in ("crawl", "extract", "dedup", "tokens", "train")} <= {c["name"] for c in children}
+    # train.deployment: training ran as a run of the train deployment, on the GPU pool's worker.
+    train = next(c for c in children if c["name"] == f"train-{FIRST}")
+    assert train["deployment_id"] == server.deployment("train/train")["id"]
+    assert train["work_pool_name"] == "crawl2model-gpu"
+    stage_runs = [c for c in children if c["name"] != f"train-{FIRST}"]
+    assert stage_runs and all(c["deployment_id"] is None for c in stage_runs)  # the stages ran in the pipeline's process
     own = {a["key"]: a for a in server.artifacts([run["id"]]) if a["key"]}
     funnel = own[f"funnel-small-{FIRST}"]
     assert funnel["type"] == "table"
