@@ -108,21 +108,26 @@ def run_stage_shard(ref: ConfigRef, run_dir: str, key: str, name: str) -> dict[s
 def source_jobs(ref: ConfigRef, run_dir: str) -> list:
     """The source's input files (WARC listings expanded), one ``IngestJob`` each, in input order.
 
-    A job's position fixes its shard numbers, so the jobs can run in any order or all at once.
+    A job's position fixes its shard numbers, so the jobs can run in any order or all at once. The
+    list is checked against (and recorded in) the source folder's ingest state before it is
+    returned (``ingest.prepare``): a changed input list or reader option is refused here.
     """
-    from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD, jobs_for
+    from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD, jobs_for, prepare
     from pipeline_lib.crawl.warc import expand_inputs
 
     cfg = ref.load()
     out = source_dir(cfg, run_dir)
     src, options = cfg.source, cfg.run.storage_options
     if src.kind == "docs":
-        return jobs_for("docs", [cfg.resolve_path(p) for p in src.docs_paths], out, src.records_per_shard, options,
+        jobs = jobs_for("docs", [cfg.resolve_path(p) for p in src.docs_paths], out, src.records_per_shard, options,
                         0, out.rstrip("/").rsplit("/", 1)[-1], src.text_column, src.url_column)
-    if "warc" in src.kind:
-        return jobs_for("warc", expand_inputs([cfg.resolve_path(p) for p in src.warc_paths], options), out,
+    elif "warc" in src.kind:
+        jobs = jobs_for("warc", expand_inputs([cfg.resolve_path(p) for p in src.warc_paths], options), out,
                         src.records_per_shard, options, WARC_FIRST_SHARD if src.kind == "crawl+warc" else 0)
-    return []
+    else:
+        return []
+    prepare(jobs, fs_for(cfg, out))
+    return jobs
 
 
 def ingest_source_file(job) -> dict[str, Any]:

@@ -2,10 +2,16 @@
 
 Every input file owns a block of shard numbers: file i writes ``first_shard + i * FILE_SHARD_STRIDE``
 onwards, so files can be ingested in parallel (one task per file) and each file's shard names are
-known before any other file is read. When a file is complete a marker
-``_ingest_state/<kind>-NNNNN.json`` records its shard range and counts, so a rerun skips it without
-opening it; a file interrupted halfway is read again and only its missing shards are written (a
-shard whose manifest names the same file and chunk is left alone).
+known before any other file is read. ``prepare`` runs once before the jobs: it checks the folder's
+``_ingest_state/layout.json`` against this run (numbering, records per shard, reader options, the
+input list, to which new files may only be appended) and records it, before any marker exists.
+
+When a file is complete a marker ``_ingest_state/<kind>-NNNNN.json`` records its shard range, counts
+and the options it was read with, so a rerun skips it without opening it. A file that ended with a
+file-level failure (missing, truncated, no text column, unknown format) gets no marker: a rerun
+reads it again. A file read again (interrupted, or failed before) keeps an existing shard only if it
+holds exactly the rows this read puts there, rewrites any other, and removes shards of that file
+past its new last one.
 """
 
 from __future__ import annotations
@@ -39,43 +45,117 @@ def _marker_path(out_dir: str, kind: str, index: int) -> str:
     return shards.join(out_dir, STATE_DIR, f"{kind}-{index:05d}.json")
 
 
-LAYOUT = {"file_shard_stride": FILE_SHARD_STRIDE}
+# Reasons a reader gives when it could not read a file to its end: the file is not marked done, so
+# the next run reads it again (a reader that adds such a reason adds it here).
+FILE_FAILURES = frozenset({"warc_unreadable", "warc_unsupported_compression", "docs_unreadable", "docs_corrupt",
+                           "docs_no_text_column", "docs_unknown_format", "docs_too_large"})
 
 
-def _check_layout(fs, out_dir: str) -> None:
-    """Refuse a folder whose ingest state was written with another shard numbering; else record ours.
+def _layout_path(out_dir: str) -> str:
+    return shards.join(out_dir, STATE_DIR, "layout.json")
+
+
+def _reader_options(job: "IngestJob") -> dict[str, str]:
+    """The reader options a file's rows depend on (none for WARC)."""
+    return {"text_column": job.text_column, "url_column": job.url_column} if job.kind == "docs" else {}
+
+
+def prepare(jobs: list["IngestJob"], fs=None) -> None:
+    """Check the jobs against the folder's ingest state and record them; call once before any job runs.
+
+    Refuses (ValueError) a folder ingested with another shard numbering, another records per shard
+    or other reader options, and an input list that is not the recorded one or the recorded one
+    with files appended: a file's shard block and marker are found by its position in the list, so
+    any other change would ingest documents twice or lose them. A layout file without some of these
+    fields (an earlier version of this one) is accepted and the missing fields are filled in.
 
     crawl2model before per-file shard blocks numbered file i's shards after file i-1's and wrote no
     layout file: resuming such a folder here would write a half-read file's shards a second time
-    under new names. Written before any marker, so a folder with markers and no layout is old.
+    under new names. The layout is written before any marker, so a folder with markers and no
+    layout is old.
     """
-    path = shards.join(out_dir, STATE_DIR, "layout.json")
-    if shards.exists(fs, path):
-        found = json.loads(shards.read_bytes(fs, path))
-        if found != LAYOUT:
-            raise ValueError(f"{out_dir}: ingest state numbered with {found}, this crawl2model uses {LAYOUT}; "
-                             "ingest into a new folder")
+    if not jobs:
         return
-    state = fs._strip_protocol(shards.join(out_dir, STATE_DIR))
-    # Finished-file markers only: a temp file left by a write this process was killed in is not one.
-    if fs.exists(state) and any(re.fullmatch(r"[a-z]+-\d{5,}\.json", p.rsplit("/", 1)[-1])
-                                for p in fs.ls(state, detail=False)):
-        raise ValueError(f"{out_dir} was ingested by an older crawl2model that numbered shards across files; "
-                         "finish it with the version that started it, or ingest into a new folder")
-    shards.write_bytes_atomic(fs, path, json.dumps(LAYOUT, sort_keys=True).encode())
+    jobs = sorted(jobs, key=lambda j: j.index)
+    job, out_dir = jobs[0], jobs[0].out_dir
+    fs = fs if fs is not None else shards.filesystem(out_dir, job.storage_options)
+    seen: set[str] = set()
+    twice = [j.src for j in jobs if j.src in seen or seen.add(j.src)]
+    if twice:
+        raise ValueError(f"{out_dir}: {twice[0]} is listed more than once; its documents would be ingested twice")
+    want = {"file_shard_stride": FILE_SHARD_STRIDE, "kind": job.kind, "first_shard": job.first_shard,
+            "records_per_shard": job.records_per_shard, "reader": _reader_options(job),
+            "inputs": [j.src for j in jobs]}
+    path = _layout_path(out_dir)
+    if not shards.exists(fs, path):
+        state = fs._strip_protocol(shards.join(out_dir, STATE_DIR))
+        # Finished-file markers only: a temp file left by a write this process was killed in is not one.
+        if fs.exists(state) and any(re.fullmatch(r"[a-z]+-\d{5,}\.json", p.rsplit("/", 1)[-1])
+                                    for p in fs.ls(state, detail=False)):
+            raise ValueError(f"{out_dir} was ingested by an older crawl2model that numbered shards across files; "
+                             "finish it with the version that started it, or ingest into a new folder")
+        shards.write_bytes_atomic(fs, path, json.dumps(want, sort_keys=True).encode())
+        return
+    found = json.loads(shards.read_bytes(fs, path))
+    if found.get("file_shard_stride") != FILE_SHARD_STRIDE:
+        raise ValueError(f"{out_dir}: ingest state numbered with file_shard_stride "
+                         f"{found.get('file_shard_stride')}, this crawl2model uses {FILE_SHARD_STRIDE}; "
+                         "ingest into a new folder")
+    for key in ("kind", "first_shard", "records_per_shard", "reader"):
+        if key in found and found[key] != want[key]:
+            raise ValueError(f"{out_dir} was ingested with {key} {found[key]!r}, this run asks for {want[key]!r}; "
+                             f"rerun with {found[key]!r} or ingest into a new run dir")
+    old = found.get("inputs")
+    if old is not None and want["inputs"][:len(old)] != old:
+        at = next((i for i, (a, b) in enumerate(zip(old, want["inputs"])) if a != b), None)
+        what = (f"{len(old)} files were ingested, this run lists {len(want['inputs'])}" if at is None else
+                f"file {at} was {old[at]}, this run lists {want['inputs'][at]}")
+        raise ValueError(f"{out_dir}: the input files differ from what this run dir was ingested from ({what}); "
+                         "new files may only be appended at the end. Use a new run dir")
+    if found != want:  # fields an earlier layout file lacked, or appended files
+        shards.write_bytes_atomic(fs, path, json.dumps(want, sort_keys=True).encode())
+
+
+def _holds(manifest: dict, kept: pa.Table, rejected: pa.Table) -> bool:
+    """Whether an existing shard holds exactly these rows: the same row counts, then the same bytes."""
+    files = manifest.get("files", {})
+    tables = {"kept": kept, "rejected": rejected}
+    if any((files[w]["rows"] if w in files else 0) != t.num_rows for w, t in tables.items()):
+        return False
+    return all(shards.sha256_bytes(shards.table_to_parquet_bytes(t)) == files[w]["sha256"]
+               for w, t in tables.items() if w in files)
 
 
 def _write_shard(fs, out_dir: str, stage: str, index: int, kept: list[dict], rejected: list[dict],
                  schemas: tuple[pa.Schema, pa.Schema], src: str, chunk: int, started: float, kind: str) -> bool:
     name = shards.shard_name(index)
-    existing = shards.load_manifest(fs, out_dir, name)
-    if existing and existing.get("input_file") == src and existing.get("input_chunk") == chunk:
-        return False  # written by an earlier, interrupted run
     kt = _table(kept, schemas[0])
     rt = _table(rejected, schemas[1])
+    existing = shards.load_manifest(fs, out_dir, name)
+    if existing and existing.get("input_file") == src and existing.get("input_chunk") == chunk and \
+            _holds(existing, kt, rt):
+        return False  # written by an earlier, interrupted run
     write_result(fs, out_dir, name, stage, kt.num_rows + rt.num_rows, StageResult(kt, rt), kind, [],
                  time.perf_counter() - started, extra={"source": kind, "input_file": src, "input_chunk": chunk})
     return True
+
+
+def _remove_stale_shards(fs, out_dir: str, first: int, num_shards: int) -> int:
+    """Remove the shards of a file's block numbered past its last chunk, left by an earlier read of
+    it that gave more chunks. Highest first, manifest first, so a kill midway leaves no gap."""
+    stale = []
+    for index in range(first + num_shards, first + FILE_SHARD_STRIDE):
+        name = shards.shard_name(index)
+        if not (shards.exists(fs, shards.manifest_path(out_dir, name)) or
+                shards.exists(fs, shards.data_path(out_dir, name))):
+            break
+        stale.append(name)
+    for name in reversed(stale):
+        for path in (shards.manifest_path(out_dir, name), shards.data_path(out_dir, name),
+                     shards.rejected_path(out_dir, name)):
+            if shards.exists(fs, path):
+                fs.rm(fs._strip_protocol(path))
+    return len(stale)
 
 
 def _table(rows: list[dict], schema: pa.Schema) -> pa.Table:
@@ -133,6 +213,7 @@ def jobs_for(kind: str, inputs: list[str], out_dir: str, records_per_shard: int 
 
 def run_jobs(jobs: list[IngestJob], workers: int = 1, fs=None) -> dict[str, Any]:
     """Every job, here one after another or on ``workers`` spawned processes; one summary."""
+    prepare(jobs, fs)
     if workers <= 1 or len(jobs) <= 1:
         return summarize([run_job(job, fs) for job in jobs])
     import multiprocessing
@@ -142,10 +223,28 @@ def run_jobs(jobs: list[IngestJob], workers: int = 1, fs=None) -> dict[str, Any]
         return summarize(list(pool.map(run_job, jobs)))
 
 
+def _check_marker(job: IngestJob, marker: dict, marker_path: str, first: int) -> None:
+    """Refuse a file's marker that does not describe this job (another file at this
+    position, another shard block, other options): reusing its shards would lose or duplicate rows."""
+    if marker.get("input_file") != job.src:
+        raise ValueError(f"{marker_path} records {marker.get('input_file')} at input position {job.index}, this "
+                         f"run has {job.src} there: the inputs differ from what {job.out_dir} was ingested from; "
+                         "use a new run dir")
+    if marker.get("first_shard") != first:  # e.g. source.kind changed between warc and crawl+warc
+        raise ValueError(f"{job.out_dir} holds {job.src} as shards from {marker.get('first_shard')}; this run would "
+                         f"start it at {first}. Ingest into a new folder.")
+    # Markers written before these fields existed say nothing about them: accepted.
+    for key, value in (("records_per_shard", job.records_per_shard), ("reader", _reader_options(job))):
+        if key in marker and marker[key] != value:
+            raise ValueError(f"{job.out_dir} holds {job.src} ingested with {key} {marker[key]!r}, this run asks "
+                             f"for {value!r}; rerun with {marker[key]!r} or ingest into a new run dir")
+
+
 def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
     """Ingest one input file into its block of shards, or skip it when its marker says it is done.
 
-    Runs in whichever process it is given to; returns the file's marker plus what this call did.
+    Runs in whichever process it is given to, after ``prepare`` ran on the whole job list; returns
+    the file's marker plus what this call did (``failed``: the file-level failure reason, if any).
     ``fs``: the output filesystem when the caller has one; a worker process builds its own.
     """
     src, out_dir, kind, records_per_shard = job.src, job.out_dir, job.kind, job.records_per_shard
@@ -153,12 +252,13 @@ def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
     first = job.first_shard + job.index * FILE_SHARD_STRIDE
     marker_path = _marker_path(out_dir, kind, job.index)
     marker = json.loads(shards.read_bytes(fs, marker_path)) if shards.exists(fs, marker_path) else None
-    if marker is not None and marker.get("input_file") == src:
-        if marker.get("first_shard") != first:  # e.g. source.kind changed between warc and crawl+warc
-            raise ValueError(f"{out_dir} holds {src} as shards from {marker.get('first_shard')}; this run would "
-                             f"start it at {first}. Ingest into a new folder.")
-        return {**marker, "skipped": True, "shards_written": 0}
-    _check_layout(fs, out_dir)
+    if marker is not None:
+        _check_marker(job, marker, marker_path, first)
+        # An earlier version marked a file that failed as done too: that file is read again.
+        if not FILE_FAILURES & set(marker.get("reasons", {})):
+            return {**marker, "skipped": True, "shards_written": 0, "failed": None}
+    if not shards.exists(fs, _layout_path(out_dir)):
+        raise ValueError(f"{out_dir}: no {STATE_DIR}/layout.json; call ingest.prepare(jobs) before running the jobs")
     reader, schemas = _reader_and_schemas(job)
     file_counters: Counter[str] = Counter()
     file_reasons: Counter[str] = Counter()
@@ -187,10 +287,14 @@ def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
             flush()
     if kept or rejected:
         flush()
+    _remove_stale_shards(fs, out_dir, first, chunk)
     marker = {"input_file": src, "first_shard": first, "num_shards": chunk, "kept": n_kept,
-              "rejected": n_rejected, "reasons": dict(file_reasons), "counters": dict(file_counters)}
-    shards.write_bytes_atomic(fs, marker_path, json.dumps(marker, sort_keys=True).encode())
-    return {**marker, "skipped": False, "shards_written": written}
+              "rejected": n_rejected, "reasons": dict(file_reasons), "counters": dict(file_counters),
+              "records_per_shard": records_per_shard, "reader": _reader_options(job)}
+    failed = min(FILE_FAILURES & set(file_reasons), default=None)
+    if failed is None:  # done: a rerun skips it. A failed file is read again by the next run.
+        shards.write_bytes_atomic(fs, marker_path, json.dumps(marker, sort_keys=True).encode())
+    return {**marker, "skipped": False, "shards_written": written, "failed": failed}
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -201,7 +305,9 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         reasons.update(r["reasons"])
         counters.update(r["counters"])
     skipped = sum(bool(r["skipped"]) for r in results)
-    return {"files": len(results), "files_skipped": skipped, "shards": sum(r["num_shards"] for r in results),
+    failed = sum(bool(r.get("failed")) for r in results)
+    return {"files": len(results), "files_skipped": skipped, "files_failed": failed,
+            "shards": sum(r["num_shards"] for r in results),
             "shards_written": sum(r["shards_written"] for r in results), "kept": sum(r["kept"] for r in results),
             "rejected": sum(r["rejected"] for r in results), "reasons": dict(sorted(reasons.items())),
             "counters": dict(sorted(counters.items())), "skipped": bool(results) and skipped == len(results)}
