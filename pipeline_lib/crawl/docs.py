@@ -4,13 +4,24 @@ Reads ``.parquet`` (streamed by row group), ``.jsonl``/``.json`` and their ``.gz
 local paths, http(s) or ``s3://``. Output rows are ``id, url, text, fetched_at, source="docs"``,
 the shape every stage from ``urlfilter`` onwards accepts, so a run can start past extraction.
 A row without usable text, or a line that is not JSON, is a rejected row with a reason.
+
+Damaged input costs only what is damaged: a Parquet row group that cannot be read is one
+``docs_corrupt`` reject that says how many rows it held (counter ``docs.rows_lost``) and the next
+row group is read; a date that does not convert becomes null; a lone surrogate (JSON ``"\\ud83d"``)
+or invalid UTF-8 in a text becomes U+FFFD (counter ``docs.invalid_unicode_repaired``). A ``.json``
+file that opens with ``[`` is one JSON array of documents (rejected as ``docs_too_large`` over
+MAX_JSON_ARRAY_BYTES); any other ``.json`` file is read as JSONL (C4 names its JSONL files
+``.json.gz``). Any error while building one row rejects that row (``bad_row``).
 """
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import zlib
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 import fsspec
@@ -25,13 +36,24 @@ DOC_SCHEMA = pa.schema([("id", pa.string()), ("url", pa.string()), ("text", pa.s
                         ("fetched_at", TIMESTAMP), ("source", pa.string())])
 DATE_COLUMNS = ("fetched_at", "date", "timestamp", "crawl_date")
 BATCH_ROWS = 4096
+# A .json array is parsed whole; a larger one is rejected with advice to convert it to JSONL.
+MAX_JSON_ARRAY_BYTES = 256 << 20
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}  # nanoseconds are divided instead
+_STREAM_ERRORS = (OSError, EOFError, zlib.error)  # a truncated or damaged (gzip) stream
 
 
 def _as_datetime(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        if not value.tzinfo:
+            return value.replace(tzinfo=timezone.utc)
+        try:
+            return value.astimezone(timezone.utc)
+        except (OverflowError, ValueError):  # the UTC instant falls outside years 1..9999
+            return None
     if isinstance(value, (int, float)):
         try:
             return datetime.fromtimestamp(float(value), tz=timezone.utc)
@@ -40,28 +62,123 @@ def _as_datetime(value: Any) -> datetime | None:
     return parse_warc_date(str(value))
 
 
+def _valid_unicode(value: str) -> tuple[str, bool]:
+    """The string with lone surrogates (which no UTF-8 column can hold) replaced by U+FFFD, and whether
+    any were. JSON decodes an escaped surrogate pair to one character, so what is left here is lone."""
+    if value.isascii():
+        return value, False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATES.sub("\ufffd", value), True
+    return value, False
+
+
+def _timestamp(value: int | None, unit: str) -> datetime | None:
+    """One Arrow timestamp (an integer count of its unit since the epoch, UTC whatever the column's
+    time zone) as a UTC datetime, nanoseconds cut to microseconds; None where it falls outside what
+    datetime holds (years 1..9999)."""
+    if value is None:
+        return None
+    micros = value // 1000 if unit == "ns" else value * _MICROS_PER_UNIT[unit]
+    try:
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        return None
+
+
+def _column_values(column: pa.Array, counters: Counter) -> list:
+    """A Parquet column's values as Python objects, without one bad value failing the whole batch.
+
+    Timestamps are converted from their integers (nanoseconds, years past 9999 and time zones Python
+    does not know all fail Arrow's own conversion); invalid UTF-8 in a string column becomes U+FFFD;
+    in any other column a value that does not convert becomes None.
+    """
+    if pa.types.is_timestamp(column.type):
+        unit = column.type.unit
+        return [_timestamp(v, unit) for v in column.cast(pa.int64()).to_pylist()]
+    try:
+        return column.to_pylist()
+    except Exception:
+        pass
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        values = []
+        for raw in column.cast(pa.large_binary()).to_pylist():
+            if raw is None:
+                values.append(None)
+                continue
+            try:
+                values.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                counters["docs.invalid_unicode_repaired"] += 1
+                values.append(raw.decode("utf-8", "replace"))
+        return values
+    values = []
+    for i in range(len(column)):
+        try:
+            values.append(column[i].as_py())
+        except Exception:
+            values.append(None)
+    return values
+
+
+class _Prefixed(io.RawIOBase):
+    """A stream that gives ``prefix`` and then the rest of ``f``: what was read to look at a file's
+    first bytes is read again, without seeking (an HTTP stream cannot)."""
+
+    def __init__(self, prefix: bytes, f):
+        self._prefix, self._f = prefix, f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n], self._prefix = self._prefix[:n], self._prefix[n:]
+            return n
+        data = self._f.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
 class _DocReader:
     def __init__(self, text_column: str, url_column: str, storage_options: dict | None = None):
         self.text_column, self.url_column = text_column, url_column
         self.storage_options = storage_options or {}
 
-    def _row(self, src: str, index: int, record: dict[str, Any]) -> tuple[str, dict]:
+    def _row(self, src: str, index: int, record: dict[str, Any], counters: Counter) -> tuple[str, dict]:
+        try:
+            return self._build_row(src, index, record, counters)
+        except Exception as e:  # a value no rule here foresaw: the row is rejected, the file goes on
+            return self._reject(src, "bad_row", f"{type(e).__name__}: {e}", index)
+
+    def _build_row(self, src: str, index: int, record: dict[str, Any], counters: Counter) -> tuple[str, dict]:
         url = record.get(self.url_column)
         url = url if isinstance(url, str) else ("" if url is None else str(url))
+        url, url_repaired = _valid_unicode(url)
         text = record.get(self.text_column)
+        text_repaired = False
+        if isinstance(text, str):
+            text, text_repaired = _valid_unicode(text)
+        if url_repaired or text_repaired:
+            counters["docs.invalid_unicode_repaired"] += 1
         fetched_at = next((_as_datetime(record[c]) for c in DATE_COLUMNS if record.get(c) is not None), None)
         row_id = doc_id("docs", src, str(index))
         if not isinstance(text, str) or not text.strip():
             reason = "missing_text" if text is None or isinstance(text, str) else "text_not_string"
-            return "rejected", {"id": row_id, "url": url or f"{src}#row={index}", "status": None, "depth": None,
+            url = url or _valid_unicode(f"{src}#row={index}")[0]
+            return "rejected", {"id": row_id, "url": url, "status": None, "depth": None,
                                 "fetched_at": fetched_at, "source": "docs", "reject_reason": reason,
                                 "detail": f"column {self.text_column!r}"}
         return "kept", {"id": row_id, "url": url, "text": text, "fetched_at": fetched_at, "source": "docs"}
 
-    def _reject(self, src: str, reason: str, detail: str, index: int = -1) -> tuple[str, dict]:
-        url = src if index < 0 else f"{src}#row={index}"
-        return "rejected", {"id": doc_id("docs", src, str(index)), "url": url, "status": None, "depth": None,
-                            "fetched_at": None, "source": "docs", "reject_reason": reason, "detail": detail[:500]}
+    def _reject(self, src: str, reason: str, detail: str, index: int = -1, part: str = "") -> tuple[str, dict]:
+        """A rejected row for the file (index -1), row ``index`` or a ``part`` of it (a row group)."""
+        url = f"{src}#{part}" if part else src if index < 0 else f"{src}#row={index}"
+        return "rejected", {"id": doc_id("docs", src, part or str(index)), "url": _valid_unicode(url)[0],
+                            "status": None, "depth": None, "fetched_at": None, "source": "docs",
+                            "reject_reason": reason, "detail": _valid_unicode(detail[:500])[0]}
 
     def __call__(self, src: str, counters: Counter) -> Iterator[tuple[str, dict]]:
         name = src.split("?", 1)[0].lower()
@@ -74,10 +191,12 @@ class _DocReader:
         with f:
             if name.endswith(".parquet"):
                 yield from self._parquet(src, f, counters)
-            elif name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson", ".ndjson.gz")):
+            elif name.endswith((".json", ".json.gz")):
+                yield from self._json(src, f, counters)
+            elif name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz")):
                 yield from self._jsonl(src, f, counters)
             else:
-                yield self._reject(src, "docs_unknown_format", "expected .parquet, .jsonl or .jsonl.gz")
+                yield self._reject(src, "docs_unknown_format", "expected .parquet, .jsonl, .json or their .gz forms")
 
     def _parquet(self, src: str, f, counters: Counter) -> Iterator[tuple[str, dict]]:
         try:
@@ -91,14 +210,66 @@ class _DocReader:
             return
         columns = [c for c in (self.text_column, self.url_column, *DATE_COLUMNS) if c in names]
         index = 0
+        # Row group by row group: one that cannot be read (damaged pages, bad compression) is one
+        # reject that counts the rows it held, and reading goes on with the next one. Row positions
+        # (and so row ids) stay those of the file, whatever was lost before them.
+        for group in range(pf.num_row_groups):
+            group_rows = pf.metadata.row_group(group).num_rows
+            done = 0
+            try:
+                for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=columns):
+                    values = [_column_values(column, counters) for column in batch.columns]
+                    for record in zip(*values):
+                        counters["docs.rows_read"] += 1
+                        yield self._row(src, index, dict(zip(batch.schema.names, record)), counters)
+                        index += 1
+                        done += 1
+            except Exception as e:
+                lost = max(group_rows - done, 0)
+                counters["docs.rows_lost"] += lost
+                yield self._reject(src, "docs_corrupt", f"row group {group}: {lost} of {group_rows} rows lost: "
+                                   f"{type(e).__name__}: {e}", part=f"row_group={group}")
+                index += lost
+
+    def _json(self, src: str, f, counters: Counter) -> Iterator[tuple[str, dict]]:
+        """A ``.json`` file: one JSON array of documents when its first non-blank character is ``[``,
+        otherwise JSONL. An array is parsed whole, up to MAX_JSON_ARRAY_BYTES."""
+        head = b""
         try:
-            for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
-                for record in batch.to_pylist():
-                    counters["docs.rows_read"] += 1
-                    yield self._row(src, index, record)
-                    index += 1
-        except Exception as e:  # a corrupt row group: what was read stays, the rest is counted lost
-            yield self._reject(src, "docs_corrupt", f"after row {index}: {type(e).__name__}: {e}", index)
+            while True:  # the first non-blank bytes; a blank start is blank lines, which JSONL skips
+                chunk = f.read(1 << 16)
+                if not chunk:
+                    break
+                head += chunk
+                if head.lstrip():
+                    break
+                head = b""
+        except _STREAM_ERRORS as e:
+            yield self._reject(src, "docs_corrupt", f"at the start: {type(e).__name__}: {e}")
+            return
+        if not head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
+            yield from self._jsonl(src, io.BufferedReader(_Prefixed(head, f)), counters)
+            return
+        try:
+            data = head + f.read(max(MAX_JSON_ARRAY_BYTES + 1 - len(head), 0))
+        except _STREAM_ERRORS as e:
+            yield self._reject(src, "docs_corrupt", f"JSON array unreadable: {type(e).__name__}: {e}")
+            return
+        if len(data) > MAX_JSON_ARRAY_BYTES:
+            yield self._reject(src, "docs_too_large", f"a JSON array over {MAX_JSON_ARRAY_BYTES} bytes is not "
+                               "loaded; convert it to JSONL (one document a line)")
+            return
+        try:
+            records = json.loads(data)
+        except (ValueError, RecursionError) as e:  # cut short (a partial download) or not JSON: no row is known
+            yield self._reject(src, "docs_corrupt", f"not a complete JSON array: {type(e).__name__}: {e}")
+            return
+        for index, record in enumerate(records):
+            counters["docs.rows_read"] += 1
+            if isinstance(record, dict):
+                yield self._row(src, index, record, counters)
+            else:
+                yield self._reject(src, "bad_json", "array element is not a JSON object", index)
 
     def _jsonl(self, src: str, f, counters: Counter) -> Iterator[tuple[str, dict]]:
         index = 0
@@ -109,15 +280,15 @@ class _DocReader:
                 counters["docs.rows_read"] += 1
                 try:
                     record = json.loads(line)
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    yield self._reject(src, "bad_json", str(e), index)
+                except (ValueError, RecursionError) as e:  # also too deep nesting, integers over 4300 digits
+                    yield self._reject(src, "bad_json", f"{type(e).__name__}: {e}", index)
                 else:
                     if isinstance(record, dict):
-                        yield self._row(src, index, record)
+                        yield self._row(src, index, record, counters)
                     else:
                         yield self._reject(src, "bad_json", "line is not a JSON object", index)
                 index += 1
-        except (OSError, EOFError) as e:  # truncated gzip: keep what was read
+        except _STREAM_ERRORS as e:  # truncated or damaged gzip: keep what was read
             yield self._reject(src, "docs_corrupt", f"after row {index}: {type(e).__name__}: {e}", index)
 
 

@@ -6,7 +6,10 @@ listings; a listing may carry a segment range as ``LISTING#START:END`` (Python s
 Broken input is data: a corrupt or truncated record becomes a rejected row with a counted reason
 and the reader resynchronises at the next record (the next gzip member, or the next ``WARC/``
 line), so one bad record does not lose the rest of the file. A file compressed as one gzip stream
-(not per record) is read through a plain gunzip instead of being refused.
+(not per record) is read through a plain gunzip instead of being refused. A record whose
+Content-Length is no number (one reject, ``warc_bad_length``, not also the resync it causes) or
+whose HTTP status is outside 100..999 (``bad_status``) is rejected; a WARC-Date that is no date, or
+falls outside years 1..9999 in UTC, becomes null.
 
 Speed (bench/crawl.py, warc section): warcio iterates with ``no_record_parse`` and only response
 records get their HTTP head split off (``http_head``, warcio's rules on bytes in memory); pages go
@@ -62,11 +65,17 @@ def expand_inputs(paths: list[str], storage_options: dict | None = None) -> list
         if not re.search(r"\.paths(\.gz)?$", base):
             out.append(p)
             continue
-        with fsspec.open(base, "rb", compression="infer", **(storage_options or {})) as f:
-            lines = [ln.strip() for ln in f.read().decode("utf-8").splitlines() if ln.strip()]
+        try:
+            with fsspec.open(base, "rb", compression="infer", **(storage_options or {})) as f:
+                lines = [ln.strip() for ln in f.read().decode("utf-8").splitlines() if ln.strip()]
+        except (gzip.BadGzipFile, EOFError, zlib.error, UnicodeDecodeError) as e:  # not gzip, truncated, binary
+            raise ValueError(f"not a readable WARC listing: {base}: {type(e).__name__}: {e}") from e
         if span:
             start, _, end = span.partition(":")
-            lines = lines[int(start) if start else None:int(end) if end else None]
+            try:
+                lines = lines[int(start) if start else None:int(end) if end else None]
+            except ValueError:
+                raise ValueError(f"{p}: a listing range is #START:END (line numbers), not #{span}") from None
         prefix = CC_BASES["s3"] if base.startswith("s3://") else CC_BASES["default"]
         # Common Crawl lines are bucket-relative ("crawl-data/..."); absolute paths and URLs pass through.
         out.extend(ln if "://" in ln or ln.startswith("/") else prefix + ln for ln in lines)
@@ -78,9 +87,16 @@ def parse_warc_date(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         pass
+    else:  # a date without a zone is UTC (as below), not the local time of the machine reading it
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=timezone.utc)
+        try:
+            return parsed.astimezone(timezone.utc)
+        except OverflowError:  # in UTC before year 1 or after 9999 (0001-01-01T00:00+01:00)
+            return None
     m = _DATE_PREFIX.match(value.strip())
     if not m:
         return None
@@ -100,6 +116,7 @@ class _Source:
         self.counters: Counter[str] = Counter()
         self.is_arc = False
         self._arc_keys: Counter[str] = Counter()
+        self._bad_length_at: int | None = None  # offset of the last record, when its Content-Length was bad
 
     def _reject(self, url: str, reason: str, detail: str = "", status: int | None = None,
                 fetched_at: datetime | None = None, record_id: str = "") -> tuple[str, dict]:
@@ -135,11 +152,14 @@ class _Source:
             # that can become pages, not for every request and metadata record.
             it = ArchiveIterator(stream, arc2warc=True, no_record_parse=True)
             self._loader = it.loader
+            # warcio's offsets start at the stream's tell() (the resync point) when it has one, else
+            # at 0: file offsets are base plus the distance from where this iterator started.
+            origin = it.offset
             last_end = base
             try:
                 for record in it:
                     # it.offset is where this record starts (get_record_offset() would consume the record).
-                    last_end = base + it.offset
+                    last_end = base + it.offset - origin
                     row = self._record(record, last_end)
                     if row is not None:
                         emitted += 1
@@ -155,9 +175,15 @@ class _Source:
                 problem = e
             except Exception as e:  # zlib errors, bad headers inside warcio: the record is lost
                 problem = e
-            offset = max(last_end, base + getattr(it, "offset", 0))
-            yield self._reject(f"{self.path}#offset={offset}", "warc_corrupt_record",
-                               f"{type(problem).__name__}: {str(problem).strip()[:300]}")
+            offset = max(last_end, base + it.offset - origin)
+            # A record with a bad Content-Length is read by warcio as an empty block, so the reader
+            # stops in its body: that record already has its reject (warc_bad_length), and the
+            # resync below finds the next record. Without a resync the rest is lost: say so.
+            follows_bad_length = resync and self._bad_length_at is not None and self._bad_length_at == last_end
+            self._bad_length_at = None
+            if not follows_bad_length:
+                yield self._reject(f"{self.path}#offset={offset}", "warc_corrupt_record",
+                                   f"{type(problem).__name__}: {str(problem).strip()[:300]}")
             if not resync:
                 return
             nxt = _find_next_record(stream, offset + 1, gzipped)
@@ -176,6 +202,7 @@ class _Source:
     def _record(self, record, offset: int) -> tuple[str, dict] | None:
         rec_type = record.rec_type
         self.counters[f"warc.records_{rec_type}"] += 1
+        self._bad_length_at = None
         if rec_type not in ("response", "resource"):
             return None  # warcinfo, request, metadata, revisit: not pages
         # One pass over the header list instead of a linear get_header() scan per field; reversed so
@@ -188,6 +215,13 @@ class _Source:
             self._arc_keys[key] += 1
             record_id = key if self._arc_keys[key] == 1 else f"{key}|{self._arc_keys[key]}"
         fetched_at = parse_warc_date(h.get("warc-date"))
+        declared_length = h.get("content-length")
+        if declared_length is not None and not _valid_length(declared_length):
+            # warcio reads such a record as an empty block (and then fails on its body, see _iterate).
+            self._bad_length_at = offset
+            return self._reject(url or f"{self.path}#offset={offset}", "warc_bad_length",
+                                f"Content-Length {declared_length[:100]!r}", fetched_at=fetched_at,
+                                record_id=record_id)
         if not url:
             return self._reject(f"{self.path}#offset={offset}", "warc_no_target_uri", record_id=record_id)
         if rec_type == "response" and record.length and isinstance(record.raw_stream, LimitReader) \
@@ -199,10 +233,10 @@ class _Source:
         content_type = h.get("content-type") or ""
         headers: dict[str, str] = {}
         if record.http_headers is not None and rec_type == "response":
-            try:
-                status = int(record.http_headers.get_statuscode())
-            except (TypeError, ValueError):
-                status = None
+            status_text = record.http_headers.get_statuscode()
+            status, usable = _status(status_text)
+            if not usable:
+                return self._reject(url, "bad_status", f"status {status_text[:100]!r}", None, fetched_at, record_id)
             content_type = record.http_headers.get_header("Content-Type") or ""
             headers = {k.lower(): v for k, v in record.http_headers.headers}
         rejected = self._check_head(url, status, content_type, fetched_at, record_id)
@@ -221,10 +255,9 @@ class _Source:
         status_text, header_list, payload_start = http_head(block)
         if status_text is None:  # an empty block: what warcio's parser reports as EOFError
             raise EOFError(f"{url}: response record without an HTTP head")
-        try:
-            status = int(status_text)
-        except ValueError:
-            status = None
+        status, usable = _status(status_text)
+        if not usable:
+            return self._reject(url, "bad_status", f"status {status_text[:100]!r}", None, fetched_at, record_id)
         headers = {k.lower(): v for k, v in header_list}
         content_type = next((v for k, v in header_list if k.lower() == "content-type"), "")
         rejected = self._check_head(url, status, content_type, fetched_at, record_id)
@@ -269,6 +302,26 @@ class _Source:
                         "content_type": content_type, "html": html_as_utf8(body, content_type),
                         "fetched_at": fetched_at, "depth": None, "source": "warc",
                         "headers": _headers_json(headers)}
+
+
+def _valid_length(text: str) -> bool:
+    """Whether a WARC Content-Length is one warcio takes as it stands (it reads any other as 0)."""
+    try:
+        return int(text) >= 0
+    except ValueError:
+        return False
+
+
+def _status(text: str | None) -> tuple[int | None, bool]:
+    """(status code, usable) from an HTTP status line's code text. Text that is no number gives no
+    status (None) but a usable record, as before; a number outside 100..999 (no HTTP status, and
+    none an int32 column holds when it is huge) makes the record unusable."""
+    try:
+        status = int(text)
+    except (TypeError, ValueError):
+        # int() refuses numbers over 4300 digits: those are out of range too, not "no number"
+        return None, not (text or "").strip().isdigit()
+    return (status, True) if 100 <= status <= 999 else (None, False)
 
 
 @lru_cache(maxsize=256)
