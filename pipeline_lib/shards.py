@@ -124,6 +124,18 @@ def exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     return fs.exists(_strip(fs, path))
 
 
+def remove_if_exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """Delete one file if it is there; True when something was deleted."""
+    path = _strip(fs, path)
+    if not fs.exists(path):
+        return False
+    try:
+        fs.rm(path)
+    except FileNotFoundError:  # gone in between
+        return False
+    return True
+
+
 def read_json_or_none(fs: fsspec.AbstractFileSystem, path: str) -> Any:
     """A small JSON file (marker, metadata); None when it is missing or not valid JSON."""
     if not exists(fs, path):

@@ -163,11 +163,20 @@ def summary_from_manifest(manifest: dict[str, Any], skipped: bool) -> dict[str, 
 def write_result(fs, out_dir: str, name: str, stage_name: str, rows_in: int, result: StageResult,
                  config_hash: str, inputs: list[dict[str, Any]], seconds: float,
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write kept + rejected files, then the manifest; returns the manifest."""
+    """Write kept + rejected files, then the manifest; returns the manifest.
+
+    A redo first deletes the shard's previous manifest: a write that fails half-way then leaves an
+    incomplete shard (never listed, redone by the next run), not an old manifest over new files that
+    a later run with the old inputs would skip as done. A previous rejected file the new result has
+    no rows for is deleted too, so a reader of ``_rejected/`` never counts rows no manifest lists.
+    """
     check_result(stage_name, rows_in, result)
+    shards.remove_if_exists(fs, shards.manifest_path(out_dir, name))
     files = {"kept": shards.write_table_file(fs, out_dir, f"{name}.parquet", result.kept)}
     if result.rejected.num_rows:
         files["rejected"] = shards.write_table_file(fs, out_dir, f"{shards.REJECTED_DIR}/{name}.parquet", result.rejected)
+    else:
+        shards.remove_if_exists(fs, shards.rejected_path(out_dir, name))
     counters = {"rows_in": rows_in, "kept": result.kept.num_rows, "rejected": result.rejected.num_rows,
                 **reason_counts(result.rejected), **result.counters}
     manifest = shards.build_manifest(stage=stage_name, name=name, files=files, schema=result.kept.schema,

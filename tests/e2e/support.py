@@ -32,10 +32,15 @@ def write_small_config(tmp: Path, **run_overrides) -> Path:
     return path
 
 
+# Set on a worker machine, it would send every run of the tests to that data root (flows/common.py).
+DATA_ROOT_ENV = "CRAWL2MODEL_DATA_ROOT"
+
+
 def cli_env(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PREFECT_HOME"] = str(tmp / "prefect-home")
     env.pop("PREFECT_API_URL", None)
+    env.pop(DATA_ROOT_ENV, None)  # the config's data_root (a tmp dir) is where a test looks for its run
     return env
 
 

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+import pipeline_lib.sample_site
 from pipeline_lib.schema import STAGES
 from tests.e2e.support import run_cli
 
 SHARD_STAGES = STAGES[:-1]  # 00_crawl .. 07_tokens
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+
+# The demo funnel README.md promises for configs/small.yaml on the bundled site:
+# stage -> (shards, rows in, kept, rejected, reasons).
+README_FUNNEL = {
+    "00_crawl": (5, 49, 48, 1, {"robots_disallowed": 1}),
+    "01_urlfilter": (5, 48, 46, 2, {"blocklist_url": 2}),
+    "02_extract": (5, 46, 46, 0, {}),
+    "03_langid": (5, 46, 43, 3, {"lang_not_target": 3}),
+    "04_quality": (5, 43, 32, 11, {"gopher_bullet_lines": 1, "gopher_short_doc": 10}),
+    "05_dedup": (5, 32, 28, 4, {"exact_duplicate": 1, "near_duplicate": 3}),
+    "06_pii": (5, 28, 28, 0, {}),
+    "07_tokens": (5, 28, 28, 0, {}),
+}
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -54,16 +70,46 @@ def test_documents_flow_through_and_every_rejection_has_a_reason(small_run):
 
 def test_cli_prints_funnel_and_where_outputs_are(small_run):
     out = small_run["proc"].stdout
-    assert str(small_run["run_dir"]) in out and "04_quality" in out
+    assert str(small_run["run_dir"]) in out
+    # The funnel table the README shows, row by row, in the run's own output.
+    lines = out.splitlines()
+    assert re.search(r"^stage\s+shards\s+rows in\s+kept\s+rejected\s+reasons$", out, re.M), out
+    for stage, (shards_, rows_in, kept, rejected, reasons) in README_FUNNEL.items():
+        text = ", ".join(f"{k}={v}" for k, v in reasons.items())
+        pattern = rf"^{stage}\s+{shards_}\s+{rows_in}\s+{kept}\s+{rejected}" + (rf"\s+{re.escape(text)}$" if text else r"\s*$")
+        assert [l for l in lines if re.fullmatch(pattern, l.rstrip())], f"no funnel row {pattern!r} in:\n{out}"
 
 
-def test_inspect_json(small_run):
+def test_inspect_json_shows_the_readme_funnel(small_run):
     proc = run_cli(["inspect", str(small_run["run_dir"]), "--json"], small_run["tmp"])
     assert proc.returncode == 0, proc.stderr
     stages = {s["stage"]: s for s in json.loads(proc.stdout)["stages"]}
     assert set(SHARD_STAGES) <= set(stages)
     for s in stages.values():
         assert s["rows_in"] == s["kept"] + s["rejected"]
+    got = {stage: (s["shards"], s["rows_in"], s["kept"], s["rejected"], s["reasons"])
+           for stage, s in stages.items() if stage in README_FUNNEL}
+    assert got == README_FUNNEL
+
+
+def test_the_sample_sites_email_addresses_are_scrubbed(small_run):
+    run_dir = small_run["run_dir"]
+    pages = Path(pipeline_lib.sample_site.__file__).parent / "pages"
+    addresses = set()
+    for page in pages.rglob("*.html"):
+        addresses |= set(EMAIL.findall(page.read_text(encoding="utf-8")))
+    assert len(addresses) >= 3, addresses
+    # They reach the PII stage (its input is 05_dedup) ...
+    before = "\n".join(pq.read_table(run_dir / "05_dedup", columns=["text"]).column("text").to_pylist())
+    occurrences = sum(before.count(a) for a in addresses)
+    assert occurrences >= 3, f"too few of {sorted(addresses)} reach 06_pii for this test to mean anything"
+    # ... and none leaves it; each found address became a placeholder, and the manifests count them.
+    after = "\n".join(pq.read_table(run_dir / "06_pii", columns=["text"]).column("text").to_pylist())
+    assert not [a for a in addresses if a in after]
+    assert after.count("<EMAIL>") >= occurrences
+    emails_counted = sum(json.loads(m.read_text())["counters"].get("pii.EMAIL_ADDRESS", 0)
+                         for m in (run_dir / "06_pii" / "_manifests").glob("part-*.manifest.json"))
+    assert emails_counted >= occurrences > 0
 
 
 def test_second_run_redoes_nothing_and_changes_nothing(small_run):

@@ -98,6 +98,11 @@ def test_cleaned_documents_run_through_langid_quality_dedup_pii_tokens(tmp_path)
     assert report.verify_run(shards.filesystem(run_dir), run_dir) == []
 
 
+def _stamps(root) -> dict[str, int]:
+    """mtime of every file, keyed by its path under ``root`` (part-00000.parquet is in several folders)."""
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
 def test_crawl_and_warc_sources_share_00_crawl_and_resume_independently(tmp_path, shared_data):
     warc = shared_data / "warc" / "resiliparse" / "warcfile.warc.gz"
     cfg = parse_config({"run": {"data_root": str(tmp_path / "runs"), "name": "both", "partition": "p"},
@@ -116,7 +121,7 @@ def test_crawl_and_warc_sources_share_00_crawl_and_resume_independently(tmp_path
     assert first["crawl"]["pages"] + first["warc"]["pages"] == sum(
         shards.load_manifest(fs, crawl_dir, n)["counters"]["kept"] for n in names)
     # A rerun finds both sources complete: nothing is written again.
-    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    before = _stamps(tmp_path / "runs")
     again = pipeline.run_source(ref, run_dir)
     assert again["crawl"]["skipped"] and again["warc"]["skipped"]
-    assert before == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*") if p.is_file()}
+    assert before == _stamps(tmp_path / "runs")

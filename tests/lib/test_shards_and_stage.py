@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pyarrow as pa
 import pytest
@@ -151,17 +152,77 @@ def test_contract_violations_are_errors(tmp_path):
         check_result("x", 2, bad)
 
 
-def test_failed_write_leaves_no_complete_looking_shard(tmp_path, monkeypatch):
+def _block(out: str, sub: str) -> None:
+    """A plain file where the runner needs the folder ``sub``: a real write failure (FileExistsError /
+    NotADirectoryError from the OS), hit after the kept file already sits under its final name."""
+    path = os.path.join(out, sub)
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.makedirs(out, exist_ok=True)
+    open(path, "w").write("in the way")
+
+
+@pytest.mark.parametrize("blocked", [shards.REJECTED_DIR, shards.MANIFEST_DIR])
+def test_a_write_failing_after_the_kept_file_leaves_an_incomplete_shard_that_a_rerun_redoes(tmp_path, blocked):
     fs = shards.filesystem(str(tmp_path))
-    out = str(tmp_path / "out")
-
-    def boom(*a, **k):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(shards, "write_manifest", boom)
+    cfg = parse_config({})
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    _write_input(fs, src, "part-00000", _docs(14))
+    _block(out, blocked)
     with pytest.raises(OSError):
-        write_result(fs, out, "part-00000", "x", 3, StageResult.keep_all(_docs(3)), "h", [], 0.0)
+        run_shard(DropShort(cfg), fs, src, out, "part-00000")
+    kept_path = shards.data_path(out, "part-00000")
+    assert os.path.isfile(kept_path), "the failure must come after the kept file is in place"
     assert shards.list_shards(fs, out) == []
+    with pytest.raises(shards.ShardError, match="no manifest, shard is incomplete"):
+        shards.read_verified(fs, out, "part-00000")
+    # The leftover is never trusted: even a damaged copy under the final name is rewritten.
+    open(kept_path, "r+b").truncate(10)
+    os.remove(os.path.join(out, blocked))
+    again = run_shard(DropShort(cfg), fs, src, out, "part-00000")
+    assert not again["skipped"] and (again["kept"], again["rejected"]) == (8, 6)
+    assert shards.list_shards(fs, out) == ["part-00000"]
+    assert shards.read_verified(fs, out, "part-00000").equals(DropShort(cfg).process(_docs(14)).kept)
+    assert shards.read_verified(fs, out, "part-00000", which="rejected").num_rows == 6
+    assert shards.verify_stage_dir(fs, out) == []
+
+
+def test_a_failed_redo_does_not_leave_the_old_manifest_vouching_for_new_files(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    cfg = parse_config({})
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    _write_input(fs, src, "part-00000", _docs(14))
+    first = run_shard(DropShort(cfg), fs, src, out, "part-00000")
+    _write_input(fs, src, "part-00000", _docs(20))  # the input changed: the shard is redone
+    _block(out, shards.REJECTED_DIR)
+    with pytest.raises(OSError):
+        run_shard(DropShort(cfg), fs, src, out, "part-00000")
+    # The kept file now holds the new rows; the old manifest must not still call the shard complete.
+    assert shards.list_shards(fs, out) == []
+    with pytest.raises(shards.ShardError, match="incomplete"):
+        shards.read_verified(fs, out, "part-00000")
+    # Back to the old input (an upstream redo, a reverted config): not skipped as done, but redone.
+    _write_input(fs, src, "part-00000", _docs(14))
+    os.remove(os.path.join(out, shards.REJECTED_DIR))
+    again = run_shard(DropShort(cfg), fs, src, out, "part-00000")
+    assert not again["skipped"] and again["kept"] == first["kept"]
+    assert shards.read_verified(fs, out, "part-00000").equals(DropShort(cfg).process(_docs(14)).kept)
+    assert shards.verify_stage_dir(fs, out) == []
+
+
+def test_a_redo_without_rejections_removes_the_previous_rejected_file(tmp_path):
+    fs = shards.filesystem(str(tmp_path))
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    _write_input(fs, src, "part-00000", _docs(14))
+    run_shard(DropShort(parse_config({})), fs, src, out, "part-00000")
+    assert os.path.isfile(shards.rejected_path(out, "part-00000"))
+    long_docs = _docs(5, start=3).set_column(2, "text", pa.array(["long enough"] * 5))
+    _write_input(fs, src, "part-00000", long_docs)
+    again = run_shard(DropShort(parse_config({})), fs, src, out, "part-00000")
+    assert (again["kept"], again["rejected"]) == (5, 0)
+    # A reader of the _rejected/ folder (duckdb, pandas) must not count rows of the old shard.
+    assert not os.path.exists(shards.rejected_path(out, "part-00000"))
+    assert "rejected" not in shards.load_manifest(fs, out, "part-00000")["files"]
 
 
 def test_remove_temp_files(tmp_path):

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from pipeline_lib import bpe_train, shards, tokenization
 from pipeline_lib.config import parse_config
+from pipeline_lib.guard import read_attempts
 from pipeline_lib.schema import STAGE_DIRS
 from pipeline_lib.stage import StageResult, run_shard, write_result
 
@@ -163,13 +164,21 @@ def test_encode_documents_matches_per_document_encoding(trained):
 
 
 def test_unloadable_vocabulary_is_a_clear_error_at_start(tmp_path, repo_root):
-    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-cache")}
+    # An empty cache, and the project's no-egress guard (tests/reliability/egress_site) in the CLI
+    # process: tiktoken's download is always refused, whether or not this machine has a network.
+    log = tmp_path / "egress.jsonl"
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-cache"),
+           "PYTHONPATH": os.pathsep.join([str(repo_root / "tests" / "reliability" / "egress_site"), str(repo_root)]
+                                         + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])),
+           "CRAWL2MODEL_NO_EGRESS": "1", "CRAWL2MODEL_EGRESS_LOG": str(log)}
     proc = subprocess.run([sys.executable, "-m", "crawl2model.cli", "tokens", "hi", "--encoding", "r50k_base"],
-                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=120)
-    if proc.returncode == 0:
-        pytest.skip("this machine can download tiktoken vocabularies")
-    assert proc.returncode == 2
+                          cwd=repo_root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "r50k_base" in proc.stderr and "TIKTOKEN_CACHE_DIR" in proc.stderr and "Traceback" not in proc.stderr
+    # The guard ran in that process and refused the download (so the error above is the offline one).
+    entries = read_attempts(str(log))
+    assert any(e["kind"] == "installed" for e in entries), entries
+    assert any(e["kind"] != "installed" and "openaipublic" in e["target"] for e in entries), entries
 
 
 # ---------------------------------------------------------------- a run: prepare, stage, stats

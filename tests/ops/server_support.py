@@ -66,7 +66,8 @@ def _terminate(proc: subprocess.Popen) -> None:
 
 
 def base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    # No inherited server, and no worker-machine data root (CRAWL2MODEL_DATA_ROOT) redirecting the runs.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_") and k != "CRAWL2MODEL_DATA_ROOT"}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
                PREFECT_LOGGING_LEVEL="INFO", PYTHONUNBUFFERED="1")
     return env

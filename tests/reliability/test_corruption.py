@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline_lib import shards
@@ -189,3 +190,45 @@ def test_full_disk_leaves_no_complete_looking_shard_and_a_rerun_recovers(tmp_pat
     write_result(fs, out_dir, "part-00000", "04_quality", small.num_rows, StageResult.keep_all(small), "h", [], 0.0)
     assert shards.list_shards(fs, out_dir) == ["part-00000"]
     assert shards.read_verified(fs, out_dir, "part-00000").num_rows == 200
+
+
+def test_disk_full_after_the_kept_file_leaves_an_incomplete_shard_and_a_rerun_recovers(tmp_path, tiny_disk, monkeypatch):
+    """The kept file fits and lands under its final name; the rejected file does not: no manifest."""
+    docs = _incompressible(2600)
+    reasons = [None] * 100 + ["quality_bad"] * 2500  # ~120 KB kept, ~1.5 MB rejected
+    if tiny_disk is not None:
+        root = tiny_disk
+    else:  # no mount permission: the OS write of the second file (the rejected one) fails with ENOSPC
+        root = tmp_path / "disk"
+        real_fsync = os.fsync
+        calls = []
+
+        def enospc_on_second_file(fd):
+            calls.append(fd)
+            if len(calls) >= 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", enospc_on_second_file)
+    fs = shards.filesystem(str(root))
+    out_dir = str(root / "run" / "04_quality")
+    with pytest.raises(OSError) as err:
+        write_result(fs, out_dir, "part-00000", "04_quality", docs.num_rows, StageResult.split(docs, reasons),
+                     "h", [], 0.0)
+    assert err.value.errno == errno.ENOSPC
+    kept = Path(shards.data_path(out_dir, "part-00000"))
+    assert kept.is_file() and pq.ParquetFile(kept).metadata.num_rows == 100, "the kept file should be complete under its final name"
+    assert not Path(shards.rejected_path(out_dir, "part-00000")).exists()
+    assert shards.list_shards(fs, out_dir) == []
+    with pytest.raises(shards.ShardError, match="no manifest, shard is incomplete"):
+        shards.read_verified(fs, out_dir, "part-00000")
+    shards.remove_temp_files(fs, out_dir)
+    if tiny_disk is None:
+        monkeypatch.setattr(os, "fsync", real_fsync)
+    smaller = docs.slice(0, 400)  # 100 kept, 300 rejected: fits
+    write_result(fs, out_dir, "part-00000", "04_quality", smaller.num_rows,
+                 StageResult.split(smaller, reasons[:400]), "h", [], 0.0)
+    assert shards.list_shards(fs, out_dir) == ["part-00000"]
+    assert shards.read_verified(fs, out_dir, "part-00000").num_rows == 100
+    assert shards.read_verified(fs, out_dir, "part-00000", which="rejected").num_rows == 300
+    assert shards.verify_stage_dir(fs, out_dir) == []

@@ -93,7 +93,8 @@ def test_guard_reaches_spawned_worker_processes(tmp_path):
 
 
 @pytest.mark.slow
-def test_whole_small_pipeline_tries_no_egress(tmp_path):
+def test_whole_small_pipeline_tries_no_egress(tmp_path, tiktoken_cache):
+    # tiktoken_cache: the gpt2 vocabulary on disk (the run must not download it), else a clean skip.
     config = write_small_config(tmp_path)
     # The pretrained tokenizer path goes through tiktoken's loader (which would download without a cache).
     data = yaml.safe_load(config.read_text())
