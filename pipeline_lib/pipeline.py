@@ -7,12 +7,15 @@ run in a worker process or on a Dask worker and return a small summary dict.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline_lib import shards
 from pipeline_lib.config import PipelineConfig, dump_config
 from pipeline_lib.schema import STAGE_DIRS
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,27 @@ def list_input_shards(ref: ConfigRef, run_dir: str, key: str) -> list[str]:
     return shards.list_shards(fs_for(cfg, d), d)
 
 
-def begin_stage(ref: ConfigRef, run_dir: str, key: str) -> None:
-    """Before a stage maps over shards: clear leftovers of killed writes (never read as shards)."""
+def begin_stage(ref: ConfigRef, run_dir: str, key: str) -> list[str]:
+    """Before a stage maps over shards: clear leftovers of killed writes (never read as shards), and
+    remove its output shards whose input shard is gone (a source file read again into fewer shards),
+    which later stages, and dedup's clustering through its signatures, would still read as documents.
+    Returns the names of the shards removed."""
     cfg = ref.load()
     d = stage_dir(run_dir, key)
-    shards.remove_temp_files(fs_for(cfg, d), d)
+    fs = fs_for(cfg, d)
+    shards.remove_temp_files(fs, d)
+    inputs = set(list_input_shards(ref, run_dir, key))
+    outputs = [d] + ([shards.join(d, "_signatures")] if key == "dedup" else [])
+    removed = []
+    for out in outputs:
+        for name in shards.list_shards(fs, out):
+            if name not in inputs:
+                shards.remove_shard(fs, out, name)
+                removed.append(name)
+    if removed:
+        log.warning("%s: removed %d output shards whose input shard is gone: %s", d, len(removed),
+                    ", ".join(sorted(set(removed))[:10]))
+    return removed
 
 
 def run_stage_shard(ref: ConfigRef, run_dir: str, key: str, name: str) -> dict[str, Any]:

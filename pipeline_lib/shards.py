@@ -297,6 +297,12 @@ def verify_stage_dir(fs, stage_dir: str) -> list[str]:
     return problems
 
 
+def remove_shard(fs, stage_dir: str, name: str) -> None:
+    """Delete one shard: its manifest first (from then on it is incomplete, never read), then its files."""
+    for path in (manifest_path(stage_dir, name), data_path(stage_dir, name), rejected_path(stage_dir, name)):
+        remove_if_exists(fs, path)
+
+
 def remove_temp_files(fs, stage_dir: str) -> int:
     """Delete leftovers of killed writes (``.tmp-*``); they are never read as shards.
 

@@ -151,10 +151,7 @@ def _remove_stale_shards(fs, out_dir: str, first: int, num_shards: int) -> int:
             break
         stale.append(name)
     for name in reversed(stale):
-        for path in (shards.manifest_path(out_dir, name), shards.data_path(out_dir, name),
-                     shards.rejected_path(out_dir, name)):
-            if shards.exists(fs, path):
-                fs.rm(fs._strip_protocol(path))
+        shards.remove_shard(fs, out_dir, name)
     return len(stale)
 
 

@@ -98,6 +98,46 @@ def test_cleaned_documents_run_through_langid_quality_dedup_pii_tokens(tmp_path)
     assert report.verify_run(shards.filesystem(run_dir), run_dir) == []
 
 
+def test_a_stage_drops_output_shards_whose_input_shard_is_gone(tmp_path):
+    """An output shard without its input shard (its source file read again into fewer shards) would
+    be read on by later stages, and its signatures would take part in dedup's clustering."""
+    docs = tmp_path / "docs.jsonl"
+    texts = [ARTICLE, OTHER_1, OTHER_2, ARTICLE + " A second edition.", OTHER_1 + " Updated."]
+    docs.write_text("\n".join(json.dumps({"text": t, "url": f"https://a.example/{i}"}) for i, t in enumerate(texts)))
+    cfg = parse_config({"run": {"data_root": str(tmp_path / "runs"), "name": "docs", "partition": "p1"},
+                        "source": {"kind": "docs", "docs_paths": [str(docs)], "records_per_shard": 3}})
+    ref, run_dir = ConfigRef.of(cfg), pipeline.prepare_run(cfg)
+    pipeline.run_source(ref, run_dir)
+    fs = shards.filesystem(run_dir)
+
+    def run_through_dedup():
+        removed = {}
+        for key in ("langid", "quality"):
+            removed[key] = pipeline.begin_stage(ref, run_dir, key)
+            for name in pipeline.list_input_shards(ref, run_dir, key):
+                pipeline.run_stage_shard(ref, run_dir, key, name)
+        removed["dedup"] = pipeline.begin_stage(ref, run_dir, "dedup")
+        names = pipeline.list_input_shards(ref, run_dir, "dedup")
+        for name in names:
+            pipeline.dedup_signatures_shard(ref, run_dir, name)
+        pipeline.dedup_cluster(ref, run_dir)
+        for name in names:
+            pipeline.dedup_filter_shard(ref, run_dir, name)
+        return removed
+
+    assert run_through_dedup() == {"langid": [], "quality": [], "dedup": []}
+    assert shards.list_shards(fs, f"{run_dir}/05_dedup") == ["part-00000", "part-00001"]
+    shards.remove_shard(fs, f"{run_dir}/02_extract", "part-00001")  # the source now has one shard
+    removed = run_through_dedup()
+    assert removed == {"langid": ["part-00001"], "quality": ["part-00001"], "dedup": ["part-00001", "part-00001"]}
+    for d in ("03_langid", "04_quality", "05_dedup", "05_dedup/_signatures"):
+        assert shards.list_shards(fs, f"{run_dir}/{d}") == ["part-00000"], d
+        assert not (tmp_path / "runs" / "docs" / "p1" / d / "part-00001.parquet").exists()
+    clusters = pipeline.dedup_cluster(ref, run_dir)
+    assert clusters["rows_in"] == shards.load_manifest(fs, f"{run_dir}/04_quality", "part-00000")["counters"]["kept"]
+    assert report.verify_run(fs, run_dir) == []
+
+
 def _stamps(root) -> dict[str, int]:
     """mtime of every file, keyed by its path under ``root`` (part-00000.parquet is in several folders)."""
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
