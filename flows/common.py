@@ -75,14 +75,16 @@ def run_name(prefix: str):
 
 
 def resolve(config_path: str, partition: str | None = None, data_root: str | None = None,
-            run_dir: str | None = None) -> tuple[PipelineConfig, ConfigRef, str]:
-    """Load and validate the config (fails before any work), apply overrides, make the run dir."""
+            run_dir: str | None = None, check_files: bool = True) -> tuple[PipelineConfig, ConfigRef, str]:
+    """Load and validate the config (fails before any work), apply overrides, make the run dir.
+
+    ``check_files=False``: the step reads only the run dir, so the config's input files need not exist here."""
     if partition == SCHEDULED_DATE:
         partition = scheduled_partition()
     # A worker of the server stack points every run at the shared store (docker-compose.yml);
     # an explicit data_root parameter still wins.
     data_root = data_root or os.environ.get(DATA_ROOT_ENV) or None
-    cfg = load_config(config_path, run_overrides(partition, data_root))
+    cfg = load_config(config_path, run_overrides(partition, data_root), check_files)
     if run_dir:
         root, _, part = run_dir.rstrip("/").rpartition("/")
         parent, _, name = root.rpartition("/")

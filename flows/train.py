@@ -22,7 +22,8 @@ from tasks.shard_tasks import train_task  # noqa: E402
 def train_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, data_root: str | None = None,
                run_dir: str | None = None) -> dict:
     """Train (or resume, or skip when the final checkpoint matches) and publish the loss curve."""
-    cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
+    # Training reads only the run dir: on a GPU machine the crawl's input files need not exist.
+    cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir, check_files=False)
     if not cfg.train.enabled:
         return {"stage": "train", "disabled": True}
     result = train_task(ref, run_dir)

@@ -384,7 +384,7 @@ class PipelineConfig(_Model):
                 named.append((f"{section}.{key}", value))
         missing = []
         for key, p in named:
-            resolved = self.resolve_path(p)
+            resolved = self.resolve_path(p.partition("#")[0] if key.startswith("source.warc_paths") else p)
             if "://" not in resolved and not Path(resolved).exists():
                 missing.append(f"{key}: {resolved} does not exist")
         return missing
@@ -400,7 +400,7 @@ class PipelineConfig(_Model):
                 setattr(part, key, [self.resolve_path(p) for p in value])
             elif value and not value.startswith("redis://"):
                 setattr(part, key, self.resolve_path(value))
-        cfg.run.data_root = self.run_dir[: -len(f"/{self.run.name}/{self.run.partition}")]
+        cfg.run.data_root = self.run_dir[: -len(f"/{self.run.name}/{self.run.partition}")] or "/"
         return cfg
 
     @property
@@ -429,7 +429,8 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def parse_config(data: dict[str, Any], source: str = "<dict>", base_dir: str = ".") -> PipelineConfig:
+def parse_config(data: dict[str, Any], source: str = "<dict>", base_dir: str = ".",
+                 check_files: bool = True) -> PipelineConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"invalid config {source}: top level must be a mapping, got {type(data).__name__}")
     try:
@@ -437,14 +438,17 @@ def parse_config(data: dict[str, Any], source: str = "<dict>", base_dir: str = "
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source)) from None
     cfg.base_dir = base_dir
-    missing = cfg.missing_files()
+    missing = cfg.missing_files() if check_files else []
     if missing:
         raise ConfigError("\n".join([f"invalid config {source}:"] + [f"  {m}" for m in missing]))
     return cfg
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Load a YAML config; ``overrides`` is a nested dict merged on top (CLI flags, flow parameters)."""
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None, check_files: bool = True) -> PipelineConfig:
+    """Load a YAML config; ``overrides`` is a nested dict merged on top (CLI flags, flow parameters).
+
+    ``check_files=False`` skips the check that input files exist: for a step that reads only the run
+    dir (training on another machine, where the crawl's input files need not be)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -454,7 +458,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
         raise ConfigError(f"invalid config {path}: not valid YAML: {e}") from None
     if overrides:
         data = _merge(data if isinstance(data, dict) else {}, overrides)
-    return parse_config(data, str(path), str(path.parent.resolve()))
+    return parse_config(data, str(path), str(path.parent.resolve()), check_files)
 
 
 def run_overrides(partition: str | None = None, data_root: str | None = None) -> dict[str, Any]:

@@ -100,12 +100,19 @@ def begin_stage(ref: ConfigRef, run_dir: str, key: str) -> list[str]:
     d = stage_dir(run_dir, key)
     fs = fs_for(cfg, d)
     shards.remove_temp_files(fs, d)
+    in_dir = input_dir(cfg, run_dir, key)
+    in_stage = in_dir.rstrip("/").rsplit("/", 1)[-1]
     inputs = set(list_input_shards(ref, run_dir, key))
     outputs = [d] + ([shards.join(d, "_signatures")] if key == "dedup" else [])
     removed = []
     for out in outputs:
         for name in shards.list_shards(fs, out):
-            if name not in inputs:
+            if name in inputs:
+                continue
+            # Only a shard made from this very input folder: one made from another (a stage enabled
+            # or disabled since, whose folder may not even be written yet) is not an orphan.
+            made_from = (shards.load_manifest(fs, out, name) or {}).get("inputs") or [{}]
+            if made_from[0].get("stage") == in_stage:
                 shards.remove_shard(fs, out, name)
                 removed.append(name)
     if removed:

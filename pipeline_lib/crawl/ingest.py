@@ -106,12 +106,18 @@ def prepare(jobs: list["IngestJob"], fs=None) -> None:
             raise ValueError(f"{out_dir} was ingested with {key} {found[key]!r}, this run asks for {want[key]!r}; "
                              f"rerun with {found[key]!r} or ingest into a new run dir")
     old = found.get("inputs")
-    if old is not None and want["inputs"][:len(old)] != old:
-        at = next((i for i, (a, b) in enumerate(zip(old, want["inputs"])) if a != b), None)
+    # A file never finished (no marker: it failed, e.g. a mistyped URL) may be replaced in place:
+    # its shards name their input file, so the new file's read rewrites them.
+    replaceable = {i for i, (a, b) in enumerate(zip(old or [], want["inputs"]))
+                   if a != b and not shards.exists(fs, _marker_path(out_dir, job.kind, i))}
+    if old is not None and [s for i, s in enumerate(want["inputs"][:len(old)]) if i not in replaceable] != \
+            [s for i, s in enumerate(old) if i not in replaceable]:
+        at = next((i for i, (a, b) in enumerate(zip(old, want["inputs"])) if a != b and i not in replaceable), None)
         what = (f"{len(old)} files were ingested, this run lists {len(want['inputs'])}" if at is None else
                 f"file {at} was {old[at]}, this run lists {want['inputs'][at]}")
         raise ValueError(f"{out_dir}: the input files differ from what this run dir was ingested from ({what}); "
-                         "new files may only be appended at the end. Use a new run dir")
+                         "new files may only be appended at the end, and only a file that never finished "
+                         "replaced. Use a new run dir")
     if found != want:  # fields an earlier layout file lacked, or appended files
         shards.write_bytes_atomic(fs, path, json.dumps(want, sort_keys=True).encode())
 
@@ -282,13 +288,19 @@ def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
             file_reasons[row["reject_reason"]] += 1
         if len(kept) + len(rejected) >= records_per_shard:
             flush()
+    failed = min(FILE_FAILURES & set(file_reasons), default=None)
     if kept or rejected:
-        flush()
-    _remove_stale_shards(fs, out_dir, first, chunk)
+        existing = shards.load_manifest(fs, out_dir, shards.shard_name(first + chunk)) if failed else None
+        if existing and existing.get("input_file") == src and existing.get("input_chunk") == chunk and \
+                existing.get("counters", {}).get("rows_in", 0) > len(kept) + len(rejected):
+            chunk += 1  # a read cut short does not replace a fuller read of this chunk by a shorter one
+        else:
+            flush()
+    if failed is None:  # a read cut short says nothing about how many shards the file really has
+        _remove_stale_shards(fs, out_dir, first, chunk)
     marker = {"input_file": src, "first_shard": first, "num_shards": chunk, "kept": n_kept,
               "rejected": n_rejected, "reasons": dict(file_reasons), "counters": dict(file_counters),
               "records_per_shard": records_per_shard, "reader": _reader_options(job)}
-    failed = min(FILE_FAILURES & set(file_reasons), default=None)
     if failed is None:  # done: a rerun skips it. A failed file is read again by the next run.
         shards.write_bytes_atomic(fs, marker_path, json.dumps(marker, sort_keys=True).encode())
     return {**marker, "skipped": False, "shards_written": written, "failed": failed}

@@ -49,3 +49,17 @@ def test_an_explicit_run_dir_wins_over_everything(config, tmp_path, monkeypatch)
     assert got == run_dir and (Path(run_dir) / "config.yaml").is_file()
     assert (cfg.run.data_root, cfg.run.name, cfg.run.partition) == (f"{tmp_path}/explicit", "other-name", "other-part")
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("from-")]
+
+
+def test_a_step_that_reads_only_the_run_dir_skips_the_input_file_check(tmp_path, monkeypatch):
+    """Training on a GPU machine: the crawl's blocklist or WARC files are not there, and need not be."""
+    from pipeline_lib.config import ConfigError
+
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"run": {"name": "r", "partition": "p", "data_root": str(tmp_path / "runs")},
+                                    "source": {"kind": "warc", "warc_paths": ["only-on-the-cpu-box.warc.gz"]}}))
+    with pytest.raises(ConfigError, match="only-on-the-cpu-box"):
+        resolve(str(path))
+    cfg, _, run_dir = resolve(str(path), check_files=False)
+    assert run_dir == f"{tmp_path}/runs/r/p" and cfg.source.warc_paths == ["only-on-the-cpu-box.warc.gz"]

@@ -120,3 +120,18 @@ def test_pipeline_yaml_is_the_generated_reference_with_every_knob():
         stripped = line.strip()
         if stripped and not stripped.startswith(("#", "-")) and not stripped.endswith(":") and ":" in stripped:
             assert " # " in line, f"knob without a comment: {line}"
+
+
+def test_a_warc_listing_with_a_segment_range_is_checked_without_its_range(tmp_path):
+    (tmp_path / "warc.paths").write_text("crawl-data/x.warc.gz\n")
+    p = tmp_path / "c.yaml"
+    p.write_text("source:\n  kind: warc\n  warc_paths: ['warc.paths#0:1']\n")
+    assert load_config(p).source.warc_paths == ["warc.paths#0:1"]
+    p.write_text("source:\n  kind: warc\n  warc_paths: ['nope.paths#0:1']\n")
+    with pytest.raises(ConfigError, match=r"source\.warc_paths\[0\]"):
+        load_config(p)
+
+
+def test_a_root_data_root_stays_the_root_when_recorded():
+    cfg = parse_config({"run": {"data_root": "/", "name": "n", "partition": "p"}})
+    assert cfg.resolved().run.data_root == "/" and cfg.resolved().run_dir == cfg.run_dir

@@ -138,6 +138,30 @@ def test_a_stage_drops_output_shards_whose_input_shard_is_gone(tmp_path):
     assert report.verify_run(fs, run_dir) == []
 
 
+def test_a_stage_keeps_outputs_made_from_another_input_folder(tmp_path):
+    """Enabling langid after quality ran from 02_extract: quality's shards are not orphans of the
+    (still empty) 03_langid, and a quality run before langid's must not delete them."""
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("\n".join(json.dumps({"text": t, "url": f"https://a.example/{i}"})
+                              for i, t in enumerate([ARTICLE, OTHER_1, OTHER_2])))
+
+    def config(langid: bool):
+        return parse_config({"run": {"data_root": str(tmp_path / "runs"), "name": "docs", "partition": "p1"},
+                             "source": {"kind": "docs", "docs_paths": [str(docs)], "records_per_shard": 2},
+                             "langid": {"enabled": langid}})
+
+    ref = ConfigRef.of(config(False))
+    run_dir = pipeline.prepare_run(config(False))
+    pipeline.run_source(ref, run_dir)
+    pipeline.begin_stage(ref, run_dir, "quality")
+    for name in pipeline.list_input_shards(ref, run_dir, "quality"):
+        pipeline.run_stage_shard(ref, run_dir, "quality", name)
+    fs = shards.filesystem(run_dir)
+    assert shards.list_shards(fs, f"{run_dir}/04_quality") == ["part-00000", "part-00001"]
+    assert pipeline.begin_stage(ConfigRef.of(config(True)), run_dir, "quality") == []
+    assert shards.list_shards(fs, f"{run_dir}/04_quality") == ["part-00000", "part-00001"]
+
+
 def _stamps(root) -> dict[str, int]:
     """mtime of every file, keyed by its path under ``root`` (part-00000.parquet is in several folders)."""
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
