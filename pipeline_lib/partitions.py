@@ -85,7 +85,8 @@ class Completeness:
 
 
 def check(cfg: PipelineConfig, partition: str) -> Completeness:
-    """Is this partition's run finished? Token shards for every input shard, and training done.
+    """Is this partition's run finished? Every WARC or document input file read to its end, token
+    shards for every input shard, and training done.
 
     The tokens stage is the last per-shard stage, and its manifests are written last, so "one
     token manifest per shard of its input" means every earlier stage finished for this partition.
@@ -102,6 +103,14 @@ def check(cfg: PipelineConfig, partition: str) -> Completeness:
         missing.append("07_tokens: no input shards")
     elif not set(inputs) <= done:
         missing.append(f"07_tokens: {len(set(inputs) & done)} of {len(inputs)} shards")
+    if pcfg.source.kind != "crawl":  # WARC or document files: each one read to its end
+        from pipeline_lib.crawl.ingest import unfinished_inputs
+
+        source = pipeline.source_dir(pcfg, run_dir)
+        left = unfinished_inputs(fs, source)
+        if left:
+            missing.append(f"{source.rstrip('/').rsplit('/', 1)[-1]}: {len(left)} input files not read to the end "
+                           f"(failed or interrupted), e.g. {left[0]}")
     if pcfg.train.enabled and not shards.exists(fs, shards.join(pipeline.stage_dir(run_dir, "train"), TRAIN_DONE_FILE)):
         missing.append(f"08_train: no {TRAIN_DONE_FILE}")
     return Completeness(partition, run_dir, not missing, tuple(missing))

@@ -47,8 +47,8 @@ def _marker_path(out_dir: str, kind: str, index: int) -> str:
 
 # Reasons a reader gives when it could not read a file to its end: the file is not marked done, so
 # the next run reads it again (a reader that adds such a reason adds it here).
-FILE_FAILURES = frozenset({"warc_unreadable", "warc_unsupported_compression", "docs_unreadable", "docs_corrupt",
-                           "docs_no_text_column", "docs_unknown_format", "docs_too_large"})
+FILE_FAILURES = frozenset({"warc_unreadable", "warc_unsupported_compression", "warc_truncated", "docs_unreadable",
+                           "docs_corrupt", "docs_no_text_column", "docs_unknown_format", "docs_too_large"})
 
 
 def _layout_path(out_dir: str) -> str:
@@ -120,6 +120,15 @@ def prepare(jobs: list["IngestJob"], fs=None) -> None:
                          "replaced. Use a new run dir")
     if found != want:  # fields an earlier layout file lacked, or appended files
         shards.write_bytes_atomic(fs, path, json.dumps(want, sort_keys=True).encode())
+
+
+def unfinished_inputs(fs, out_dir: str) -> list[str]:
+    """The input files the folder's layout names that have no finished-file marker (failed, or not
+    read yet); empty when the folder has no ingest state."""
+    layout = shards.read_json_or_none(fs, _layout_path(out_dir)) or {}
+    kind = layout.get("kind")
+    return [src for i, src in enumerate(layout.get("inputs") or [])
+            if kind and not shards.exists(fs, _marker_path(out_dir, kind, i))]
 
 
 def _holds(manifest: dict, kept: pa.Table, rejected: pa.Table) -> bool:

@@ -181,12 +181,13 @@ class _Source:
             # resync below finds the next record. Without a resync the rest is lost: say so.
             follows_bad_length = resync and self._bad_length_at is not None and self._bad_length_at == last_end
             self._bad_length_at = None
+            nxt = _find_next_record(stream, offset + 1, gzipped) if resync else None
             if not follows_bad_length:
-                yield self._reject(f"{self.path}#offset={offset}", "warc_corrupt_record",
+                # The data ending inside a record, with no record after it: the file was cut short (a
+                # partial download), which a file-level reason says, so that it is read again.
+                reason = "warc_truncated" if isinstance(problem, EOFError) and nxt is None else "warc_corrupt_record"
+                yield self._reject(f"{self.path}#offset={offset}", reason,
                                    f"{type(problem).__name__}: {str(problem).strip()[:300]}")
-            if not resync:
-                return
-            nxt = _find_next_record(stream, offset + 1, gzipped)
             if nxt is None:
                 return
             self.counters["warc.resyncs"] += 1

@@ -92,6 +92,25 @@ def test_a_partition_without_training_is_complete_when_training_is_off(tmp_path)
     assert partitions.check(cfg, "p1").complete
 
 
+def test_a_partition_with_a_source_file_not_read_to_its_end_is_incomplete(tmp_path):
+    from pipeline_lib.crawl import ingest_docs
+
+    good, missing = tmp_path / "a.jsonl", tmp_path / "later.jsonl"
+    good.write_text('{"text": "one document", "url": "https://a.example/1"}\n')
+    cfg = parse_config({"run": {"name": "fam", "data_root": str(tmp_path / "runs")}, "train": {"enabled": False},
+                        "source": {"kind": "docs", "docs_paths": [str(good)]}}, base_dir=str(tmp_path))
+    run_dir = _fill(cfg, "p1", token_shards=2, trained=False)
+    source = pipeline.source_dir(partitions.for_partition(cfg, "p1"), run_dir)
+    fs = shards.filesystem(source)
+    ingest_docs([str(good), str(missing)], fs, source)  # the second file is not there yet: docs_unreadable
+    state = partitions.check(cfg, "p1")
+    assert not state.complete and state.missing == (
+        f"02_extract: 1 input files not read to the end (failed or interrupted), e.g. {missing}",)
+    missing.write_text('{"text": "another document", "url": "https://a.example/2"}\n')
+    ingest_docs([str(good), str(missing)], fs, source)
+    assert partitions.check(cfg, "p1").complete
+
+
 def test_backfill_plan_skips_complete_partitions_unless_forced(tmp_path):
     cfg = _config(tmp_path)
     _fill(cfg, "2026-11-01", token_shards=2, trained=True)

@@ -320,3 +320,31 @@ def test_a_read_cut_short_keeps_the_shards_an_earlier_full_read_wrote(tmp_path):
     assert _ingest([str(src)], out)["files_failed"] == 0
     urls = _kept_urls(out)
     assert len(urls) == len(set(urls)) == 4000
+
+
+def test_a_warc_download_cut_short_is_read_again_once_complete(tmp_path):
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    from pipeline_lib.crawl import ingest_warc
+
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=True)
+    for i in range(5):
+        body = f"<html><body><p>page {i} {'text ' * 200}</p></body></html>".encode()
+        head = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record(f"https://e.example/{i}", "response", payload=io.BytesIO(body),
+                                                      http_headers=head))
+    src = tmp_path / "t.warc.gz"
+    src.write_bytes(buf.getvalue()[: int(len(buf.getvalue()) * 0.7)])  # the download stopped at 70%
+    out = str(tmp_path / "out")
+    cut = ingest_warc([str(src)], shards.filesystem(out), out)
+    assert cut["reasons"] == {"warc_truncated": 1} and cut["files_failed"] == 1 and 0 < cut["pages"] < 5
+    assert not (_state(out) / "warc-00000.json").exists()
+    src.write_bytes(buf.getvalue())  # downloaded again, whole
+    whole = ingest_warc([str(src)], shards.filesystem(out), out)
+    assert whole["files_failed"] == 0 and whole["pages"] == 5
+    urls = _kept_urls(out)
+    assert sorted(urls) == [f"https://e.example/{i}" for i in range(5)]
