@@ -152,7 +152,10 @@ def source_jobs(ref: ConfigRef, run_dir: str) -> list:
                         src.records_per_shard, options, WARC_FIRST_SHARD if src.kind == "crawl+warc" else 0)
     else:
         return []
-    prepare(jobs, fs_for(cfg, out))
+    fs = fs_for(cfg, out)
+    # Leftovers of killed writes go now, before any job (or, with crawl+warc, the crawl) writes here.
+    shards.remove_temp_files(fs, out)
+    prepare(jobs, fs)
     return jobs
 
 

@@ -106,8 +106,10 @@ class Crawler:
         """Restore the frontier from the newest complete shard; returns done.json if finished."""
         done_path = self._state_path(DONE_FILE)
         done = json.loads(shards.read_bytes(self.fs, done_path)) if shards.exists(self.fs, done_path) else None
-        if done is None:
-            shards.remove_temp_files(self.fs, self.out_dir)  # leftovers of a write that was killed
+        if done is None and "warc" not in self.cfg.source.kind:
+            # Leftovers of a write that was killed. Beside WARC ingest (crawl+warc) the ingest jobs may
+            # be writing here right now: pipeline.source_jobs cleaned the folder before they started.
+            shards.remove_temp_files(self.fs, self.out_dir)
         # Only the crawl's own shards: WARC ingest may share the folder from WARC_FIRST_SHARD on.
         names = [n for n in shards.list_shards(self.fs, self.out_dir) if int(n.split("-", 1)[1]) < WARC_FIRST_SHARD]
         if not names:

@@ -189,3 +189,23 @@ def test_crawl_and_warc_sources_share_00_crawl_and_resume_independently(tmp_path
     again = pipeline.run_source(ref, run_dir)
     assert again["crawl"]["skipped"] and again["warc"]["skipped"]
     assert before == _stamps(tmp_path / "runs")
+
+
+def test_beside_warc_ingest_the_crawler_leaves_temp_files_to_the_source_setup(tmp_path, shared_data):
+    """With crawl+warc the ingest jobs write into 00_crawl while the crawl starts: the crawl must not
+    delete their in-flight temp files; the source setup cleans killed writes before any job starts."""
+    from pipeline_lib.crawl.crawler import Crawler
+
+    warc = shared_data / "warc" / "resiliparse" / "warcfile.warc.gz"
+    cfg = parse_config({"run": {"data_root": str(tmp_path / "runs"), "name": "both", "partition": "p"},
+                        "source": {"kind": "crawl+warc", "warc_paths": [str(warc)]},
+                        "crawl": {"seeds": ["http://127.0.0.1:9/"]}})
+    ref, run_dir = ConfigRef.of(cfg), pipeline.prepare_run(cfg)
+    crawl_dir = tmp_path / "runs" / "both" / "p" / "00_crawl"
+    (crawl_dir / "_manifests").mkdir(parents=True)
+    in_flight = crawl_dir / "_manifests" / ".tmp-part-500000.manifest.json"
+    in_flight.write_text("{}")
+    Crawler(cfg, shards.filesystem(str(crawl_dir)), str(crawl_dir)).load()
+    assert in_flight.exists()
+    pipeline.source_jobs(ref, run_dir)  # before any ingest job or the crawl: a leftover of a killed write
+    assert not in_flight.exists()
