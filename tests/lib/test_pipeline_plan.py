@@ -48,6 +48,23 @@ def _read(stage_dir: str):
     return pq.read_table(sorted(glob.glob(f"{stage_dir}/*.parquet")))
 
 
+def _through_dedup(ref: ConfigRef, run_dir: str) -> dict[str, list[str]]:
+    """langid, quality and dedup as the flows run them (begin_stage first); the shards each removed."""
+    removed = {}
+    for key in ("langid", "quality"):
+        removed[key] = pipeline.begin_stage(ref, run_dir, key)
+        for name in pipeline.list_input_shards(ref, run_dir, key):
+            pipeline.run_stage_shard(ref, run_dir, key, name)
+    removed["dedup"] = pipeline.begin_stage(ref, run_dir, "dedup")
+    names = pipeline.list_input_shards(ref, run_dir, "dedup")
+    for name in names:
+        pipeline.dedup_signatures_shard(ref, run_dir, name)
+    pipeline.dedup_cluster(ref, run_dir)
+    for name in names:
+        pipeline.dedup_filter_shard(ref, run_dir, name)
+    return removed
+
+
 def test_input_dirs_skip_disabled_stages():
     cfg = parse_config({"quality": {"enabled": False}})
     run = "/r"
@@ -73,15 +90,7 @@ def test_cleaned_documents_run_through_langid_quality_dedup_pii_tokens(tmp_path)
                         "tokenize": {"source": "train", "train": {"vocab_size": 300}}})
     ref, run_dir = ConfigRef.of(cfg), pipeline.prepare_run(cfg)
     pipeline.run_source(ref, run_dir)
-    for key in ("langid", "quality"):
-        for name in pipeline.list_input_shards(ref, run_dir, key):
-            pipeline.run_stage_shard(ref, run_dir, key, name)
-    names = pipeline.list_input_shards(ref, run_dir, "dedup")
-    for name in names:
-        pipeline.dedup_signatures_shard(ref, run_dir, name)
-    pipeline.dedup_cluster(ref, run_dir)
-    for name in names:
-        pipeline.dedup_filter_shard(ref, run_dir, name)
+    _through_dedup(ref, run_dir)
     for name in pipeline.list_input_shards(ref, run_dir, "pii"):
         pipeline.run_stage_shard(ref, run_dir, "pii", name)
     pipeline.prepare_tokenizer(ref, run_dir)
@@ -110,25 +119,10 @@ def test_a_stage_drops_output_shards_whose_input_shard_is_gone(tmp_path):
     pipeline.run_source(ref, run_dir)
     fs = shards.filesystem(run_dir)
 
-    def run_through_dedup():
-        removed = {}
-        for key in ("langid", "quality"):
-            removed[key] = pipeline.begin_stage(ref, run_dir, key)
-            for name in pipeline.list_input_shards(ref, run_dir, key):
-                pipeline.run_stage_shard(ref, run_dir, key, name)
-        removed["dedup"] = pipeline.begin_stage(ref, run_dir, "dedup")
-        names = pipeline.list_input_shards(ref, run_dir, "dedup")
-        for name in names:
-            pipeline.dedup_signatures_shard(ref, run_dir, name)
-        pipeline.dedup_cluster(ref, run_dir)
-        for name in names:
-            pipeline.dedup_filter_shard(ref, run_dir, name)
-        return removed
-
-    assert run_through_dedup() == {"langid": [], "quality": [], "dedup": []}
+    assert _through_dedup(ref, run_dir) == {"langid": [], "quality": [], "dedup": []}
     assert shards.list_shards(fs, f"{run_dir}/05_dedup") == ["part-00000", "part-00001"]
     shards.remove_shard(fs, f"{run_dir}/02_extract", "part-00001")  # the source now has one shard
-    removed = run_through_dedup()
+    removed = _through_dedup(ref, run_dir)
     assert removed == {"langid": ["part-00001"], "quality": ["part-00001"], "dedup": ["part-00001", "part-00001"]}
     for d in ("03_langid", "04_quality", "05_dedup", "05_dedup/_signatures"):
         assert shards.list_shards(fs, f"{run_dir}/{d}") == ["part-00000"], d
