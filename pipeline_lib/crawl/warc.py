@@ -7,7 +7,8 @@ Broken input is data: a corrupt or truncated record becomes a rejected row with 
 and the reader resynchronises at the next record (the next gzip member, or the next ``WARC/``
 line), so one bad record does not lose the rest of the file. A file compressed as one gzip stream
 (not per record) is read through a plain gunzip instead of being refused. A record whose
-Content-Length is no number (one reject, ``warc_bad_length``, not also the resync it causes) or
+Content-Length is no number, or is missing in an uncompressed file (where warcio would read the
+records after it as its body), is one reject (``warc_bad_length``, not also the resync it causes); one
 whose HTTP status is outside 100..999 (``bad_status``) is rejected; a WARC-Date that is no date, or
 falls outside years 1..9999 in UTC, becomes null.
 
@@ -117,6 +118,8 @@ class _Source:
         self.is_arc = False
         self._arc_keys: Counter[str] = Counter()
         self._bad_length_at: int | None = None  # offset of the last record, when its Content-Length was bad
+        self._gzipped = False
+        self._unbounded = False  # the last record had no Content-Length in a file without gzip members
 
     def _reject(self, url: str, reason: str, detail: str = "", status: int | None = None,
                 fetched_at: datetime | None = None, record_id: str = "") -> tuple[str, dict]:
@@ -147,6 +150,7 @@ class _Source:
     def _iterate(self, stream, resync: bool, gzipped: bool = False) -> Iterator[tuple[str, dict]]:
         base = 0
         emitted = 0
+        self._gzipped = gzipped
         for _attempt in range(MAX_RESYNCS):
             # no_record_parse: HTTP headers are parsed (by warcio's own parser) only for the records
             # that can become pages, not for every request and metadata record.
@@ -164,6 +168,9 @@ class _Source:
                     if row is not None:
                         emitted += 1
                         yield row
+                    if self._unbounded and resync:
+                        # warcio would read the records after it as this one's body: find the next one.
+                        raise _Unbounded(f"record at offset {last_end} has no Content-Length")
                 return
             except ArchiveLoadFailed as e:
                 if "non-chunked gzip" in str(e) and gzipped and base == 0:
@@ -204,6 +211,12 @@ class _Source:
         rec_type = record.rec_type
         self.counters[f"warc.records_{rec_type}"] += 1
         self._bad_length_at = None
+        # Every WARC record has a Content-Length; in a file without gzip members nothing else bounds
+        # its block, and warcio would read the records after it as its body (see _iterate).
+        self._unbounded = not self.is_arc and not self._gzipped and record.rec_headers.get_header("Content-Length") is None
+        if self._unbounded:
+            self._bad_length_at = offset
+            self.counters["warc.records_without_length"] += 1
         if rec_type not in ("response", "resource"):
             return None  # warcinfo, request, metadata, revisit: not pages
         # One pass over the header list instead of a linear get_header() scan per field; reversed so
@@ -217,6 +230,9 @@ class _Source:
             record_id = key if self._arc_keys[key] == 1 else f"{key}|{self._arc_keys[key]}"
         fetched_at = parse_warc_date(h.get("warc-date"))
         declared_length = h.get("content-length")
+        if self._unbounded:
+            return self._reject(url or f"{self.path}#offset={offset}", "warc_bad_length", "no Content-Length",
+                                fetched_at=fetched_at, record_id=record_id)
         if declared_length is not None and not _valid_length(declared_length):
             # warcio reads such a record as an empty block (and then fails on its body, see _iterate).
             self._bad_length_at = offset
@@ -303,6 +319,10 @@ class _Source:
                         "content_type": content_type, "html": html_as_utf8(body, content_type),
                         "fetched_at": fetched_at, "depth": None, "source": "warc",
                         "headers": _headers_json(headers)}
+
+
+class _Unbounded(Exception):
+    """A record without a Content-Length in an uncompressed file: the reader resyncs past it."""
 
 
 def _valid_length(text: str) -> bool:

@@ -89,16 +89,19 @@ def test_a_status_outside_100_to_999_is_a_bad_status_reject(tmp_path):
         _record("http://a/4", status=b"HTTP/1.1 0 Zero"),
         _record("http://a/5", status=b"HTTP/1.1 " + huge + b" Long"),
         _record("http://a/6", status=b"HTTP/1.1 404 Not Found"),
-        _record("http://a/7"),
-        # No Content-Length: read through warcio's own parser (the file's last record, it runs to the end).
-        _record("http://a/8", status=b"HTTP/1.1 99999999999 Weird", length=None)])
+        _record("http://a/7")])
     summary, kept, rejected = _ingest(tmp_path, path)
     assert [r["url"] for r in kept] == ["http://a/1", "http://a/7"]
     assert [(r["url"], r["reject_reason"], r["status"]) for r in rejected] == [
         ("http://a/2", "bad_status", None), ("http://a/3", "bad_status", None), ("http://a/4", "bad_status", None),
-        ("http://a/5", "bad_status", None), ("http://a/6", "http_404", 404), ("http://a/8", "bad_status", None)]
+        ("http://a/5", "bad_status", None), ("http://a/6", "http_404", 404)]
     assert "99999999999" in rejected[0]["detail"] and "'-5'" in rejected[1]["detail"]
-    assert summary["counters"]["warc.records_response"] == 8
+    assert summary["counters"]["warc.records_response"] == 7
+    # No Content-Length in its own gzip member: read through warcio's own parser, same rule.
+    gz = _write(tmp_path / "s.warc.gz", [_record("http://a/8", status=b"HTTP/1.1 99999999999 Weird", length=None)],
+                gzipped=True)
+    summary, kept, rejected = _ingest(tmp_path, gz)
+    assert kept == [] and [(r["url"], r["reject_reason"]) for r in rejected] == [("http://a/8", "bad_status")]
 
 
 @pytest.mark.parametrize("gzipped", [False, True])
@@ -161,3 +164,18 @@ def test_a_listing_that_is_not_gzip_is_a_clear_error(tmp_path, capsys):
     assert main(["ingest-warc", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: not a readable WARC listing: {bad}") and "Traceback" not in err
+
+
+def test_a_record_without_a_content_length_does_not_swallow_the_records_after_it(tmp_path):
+    # Uncompressed, nothing bounds such a record: warcio would read the rest of the file as its body.
+    path = _write(tmp_path / "n.warc", [_record("http://a/1"), _record("http://a/2", length=None),
+                                        _record("http://a/3"), _record("http://a/4")])
+    summary, kept, rejected = _ingest(tmp_path, path)
+    assert [r["url"] for r in kept] == ["http://a/1", "http://a/3", "http://a/4"]
+    assert [(r["url"], r["reject_reason"], r["detail"]) for r in rejected] == [
+        ("http://a/2", "warc_bad_length", "no Content-Length")]
+    assert summary["counters"]["warc.records_without_length"] == 1
+    # In its own gzip member the record is bounded by the member: it is read as it stands.
+    summary, kept, rejected = _ingest(tmp_path, _write(tmp_path / "n.warc.gz", [
+        _record("http://a/1"), _record("http://a/2", length=None), _record("http://a/3")], gzipped=True))
+    assert [r["url"] for r in kept] == ["http://a/1", "http://a/2", "http://a/3"] and rejected == []
