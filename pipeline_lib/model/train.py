@@ -246,6 +246,9 @@ def _train_loop(cfg, fs, out_dir, progress, ddp: _Distributed, stream, tokenizer
     T, B = model_config.block_size, tc.batch_size
     if ddp.is_main:
         shards.remove_temp_files(fs, out_dir)  # half-written checkpoints of a killed run
+        # This run's checkpoints replace ckpt.pt: a done.json of another run must not vouch for them
+        # (were this run killed, a rerun of that other config would skip and report its result).
+        shards.remove_if_exists(fs, shards.join(out_dir, TRAIN_DONE_FILE))
 
     torch.manual_seed(tc.seed)  # same initial weights on every rank
     model = GPT(model_config).to(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -110,6 +111,24 @@ def test_a_final_checkpoint_without_its_done_marker_finishes_without_retraining(
     again = _run(cfg, byte_run)
     assert again["resumed_from"] == 6 and again["final_loss"] == first["final_loss"]
     assert (byte_run / "08_train" / "done.json").exists()
+
+
+def test_a_killed_run_of_another_config_leaves_no_done_marker_that_vouches_for_its_checkpoint(byte_run, make_config):
+    first = _run(make_config(max_steps=6, eval_interval=3), byte_run)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_4(row):
+        if row["step"] == 4:
+            raise Killed
+
+    with pytest.raises(Killed):  # another config starts, checkpoints at step 2 over ckpt.pt, dies
+        _run(make_config(max_steps=9, eval_interval=3, checkpoint_interval=2), byte_run, progress=kill_at_step_4)
+    again = _run(make_config(max_steps=6, eval_interval=3), byte_run)
+    assert not again["skipped"] and again["steps"] == 6 and again["final_loss"] == first["final_loss"]
+    ckpt = torch.load(byte_run / "08_train" / "ckpt.pt", map_location="cpu", weights_only=False)
+    assert ckpt["step"] == 6 and ckpt["fingerprint"] == json.loads((byte_run / "08_train" / "done.json").read_text())["fingerprint"]
 
 
 def test_gradient_accumulation_matches_one_large_batch(byte_run, tmp_path, make_config):
