@@ -72,6 +72,27 @@ class CrawlConfig(_Model):
     pages_per_shard: int = Field(50, ge=1, description="Pages per 00_crawl shard; the crawl checkpoints with each shard.")
     sample_site: SampleSiteConfig = Field(default_factory=SampleSiteConfig)
 
+    @field_validator("seeds")
+    @classmethod
+    def _http_seeds(cls, v: list[str]) -> list[str]:
+        # A seed the crawler cannot use would be dropped and the crawl would "finish" with 0 pages.
+        # '{sample_site}' becomes http://127.0.0.1:PORT when the crawl starts, so it is checked as that.
+        bad = [s for s in v if not _is_http_url(s.replace("{sample_site}", "http://127.0.0.1:1"))]
+        if bad:
+            raise ValueError(f"seed {bad[0]!r} is not an http(s) URL with a host (e.g. https://example.com/)")
+        return v
+
+
+def _is_http_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        _ = parts.port  # raises ValueError for a port that is not a number in range
+        return parts.scheme.lower() in ("http", "https") and bool((parts.hostname or "").rstrip("."))
+    except ValueError:
+        return False
+
 
 class SourceConfig(_Model):
     kind: Literal["crawl", "warc", "crawl+warc", "docs"] = Field(

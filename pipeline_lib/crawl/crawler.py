@@ -26,7 +26,7 @@ import pyarrow as pa
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
 
 from pipeline_lib import shards
-from pipeline_lib.config import CrawlConfig, PipelineConfig
+from pipeline_lib.config import ConfigError, CrawlConfig, PipelineConfig
 from pipeline_lib.crawl.fetcher import FetchResult, Fetcher, FetchSettings, address_problem
 from pipeline_lib.crawl.frontier import Frontier
 from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD
@@ -84,7 +84,12 @@ class Crawler:
         self.config_hash = cfg.section_hash("crawl")
         self.fetcher = Fetcher(settings_from(self.c))
         self.robots = RobotsCache(self.fetcher, self.c.user_agent, unavailable_ttl=self.c.robots_unavailable_seconds)
-        seeds = [u for u in (normalize_url(s) for s in self.c.seeds) if u]
+        seeds = []
+        for raw in self.c.seeds:
+            url = normalize_url(raw)
+            if url is None:  # CrawlConfig checks seeds too; a crawl never silently drops one
+                raise ConfigError(f"crawl.seeds: {raw!r} is not an http(s) URL with a host")
+            seeds.append(url)
         self.scope = Scope(self.c.scope, seeds, self.c.allowed_domains, self.c.include_patterns, self.c.exclude_patterns)
         self.seeds = seeds
         self.kept: list[dict[str, Any]] = []
@@ -122,6 +127,7 @@ class Crawler:
             raise shards.ShardError(f"{state_path}: crawl state missing for shard {last}; cannot resume safely")
         state = json.loads(shards.read_bytes(self.fs, state_path))
         self.frontier = Frontier.from_state(state["frontier"])
+        self.scope.add_hosts(state.get("seed_redirect_hosts", []))  # hosts seeds redirected to
         for seed in self.seeds:  # seeds added since the last run join the queue; known ones are no-ops
             self.frontier.add(seed, 0)
         self.fetched = int(state["fetched"])
@@ -130,7 +136,7 @@ class Crawler:
 
     def _write_state(self, name: str, inflight: list[tuple[str, int]]) -> None:
         state = {"shard": name, "fetched": self.fetched - len(inflight), "config_hash": self.config_hash,
-                 "frontier": self.frontier.to_state(inflight)}
+                 "frontier": self.frontier.to_state(inflight), "seed_redirect_hosts": self.scope.extra_hosts()}
         shards.write_bytes_atomic(self.fs, self._state_path(name + ".json"), json.dumps(state).encode())
 
     def _drop_old_states(self, keep: str) -> None:
@@ -192,7 +198,11 @@ class Crawler:
             if depth > 0:
                 return "out_of_scope"
             self.scope.add_seed(hop)
-        return self.robots.problem(hop)
+        problem = self.robots.problem(hop)
+        if problem is None and hop != origin and hop in self.frontier.visited:
+            # Landing on a page that is (or will be) fetched under its own URL: one copy only.
+            return "duplicate_redirect"
+        return problem
 
     def _work(self, url: str, depth: int) -> Outcome:
         now = datetime.now(timezone.utc)
@@ -240,6 +250,13 @@ class Crawler:
                     self.frontier.release(host, outcome.host_delay)
                     if not outcome.fetched:
                         self.fetched -= 1  # the page budget counts requests, not refusals
+                    r = outcome.result
+                    if r.ok and r.final_url != url and r.final_url in self.frontier.visited:
+                        # Two fetches raced to the same page (a redirect and a link, or two
+                        # redirects): the copy under the URL of its own is the one kept.
+                        outcome.result = FetchResult(url, r.final_url, status=r.status, reason="duplicate_redirect",
+                                                     detail=f"redirected to {r.final_url}, already queued or fetched",
+                                                     attempts=r.attempts)
                     self._record(outcome)
                     if outcome.result.ok:  # a later link to where a redirect landed is not fetched again
                         self.frontier.visited.add(outcome.result.final_url)

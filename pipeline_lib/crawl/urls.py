@@ -8,6 +8,7 @@ visited set sees them.
 from __future__ import annotations
 
 import re
+import threading
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -40,8 +41,14 @@ def _remove_dot_segments(path: str) -> str:
     return result if result.startswith("/") else "/" + result
 
 
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
 def _decode_unreserved(s: str) -> str:
-    return _PERCENT_UNRESERVED.sub(lambda m: chr(int(m.group(1), 16)), s)
+    # RFC 3986 6.2.2: unreserved characters are decoded, the other escapes are uppercased, so
+    # %e4 and %E4 (the same byte) give the same URL.
+    s = _PERCENT_UNRESERVED.sub(lambda m: chr(int(m.group(1), 16)), s)
+    return _PERCENT_ESCAPE.sub(lambda m: m.group(0).upper(), s)
 
 
 def normalize_url(url: str, base: str | None = None) -> str | None:
@@ -90,13 +97,27 @@ class Scope:
                  include_patterns: list[str] = (), exclude_patterns: list[str] = ()):
         self.mode = mode
         self.seed_hosts = {hostname(s) for s in seeds}
+        self.added_hosts: set[str] = set()  # hosts seeds redirected to; saved in the crawl state
+        self._lock = threading.Lock()  # add_seed runs in fetch worker threads
         self.domains = [d.lower().lstrip(".") for d in allowed_domains]
         self.include = [re.compile(p) for p in include_patterns]
         self.exclude = [re.compile(p) for p in exclude_patterns]
 
     def add_seed(self, url: str) -> None:
         """A seed that redirected: its target's host counts as a seed host from now on."""
-        self.seed_hosts.add(hostname(url))
+        self.add_hosts([hostname(url)])
+
+    def add_hosts(self, hosts) -> None:
+        with self._lock:
+            for host in hosts:
+                if host not in self.seed_hosts:
+                    self.seed_hosts.add(host)
+                    self.added_hosts.add(host)
+
+    def extra_hosts(self) -> list[str]:
+        """The hosts added by seed redirects, for the checkpoint (a resumed crawl restores them)."""
+        with self._lock:
+            return sorted(self.added_hosts)
 
     def allows(self, url: str) -> bool:
         host = hostname(url)

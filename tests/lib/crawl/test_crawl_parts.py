@@ -22,7 +22,7 @@ from tests.lib.crawl.trap_site import serve_traps
     ("HTTP://Example.COM:80/a/./b/../c#frag", "http://example.com/a/c"),
     ("https://example.com:443", "https://example.com/"),
     ("https://example.com:8443/x", "https://example.com:8443/x"),
-    ("http://example.com/%7Euser/a%2fb", "http://example.com/~user/a%2fb"),
+    ("http://example.com/%7Euser/a%2fb", "http://example.com/~user/a%2Fb"),
     ("http://user:secret@example.com/", "http://example.com/"),
     ("http://example.com/a b?q=1 2", "http://example.com/a%20b?q=1%202"),
     ("http://bücher.example/", "http://xn--bcher-kva.example/"),

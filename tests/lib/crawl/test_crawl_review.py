@@ -1,0 +1,185 @@
+"""Crawler review fixes: resume keeps seed-redirect hosts, %-escape case, duplicate redirects, bad seeds,
+a brief robots.txt outage."""
+
+from __future__ import annotations
+
+import glob
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline_lib import shards
+from pipeline_lib.config import ConfigError, parse_config
+from pipeline_lib.crawl import run_crawl
+from pipeline_lib.crawl.urls import normalize_url
+
+
+class Killed(Exception):
+    pass
+
+
+class _Site(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.lock = threading.Lock()
+        self.log: list[tuple[str, str]] = []  # (Host header, raw path)
+        self.links: dict[int, list[str]] = {}  # extra links on /p/N
+        self.robots_failures = 0  # answer robots.txt with 503 this many times
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def paths(self) -> list[str]:
+        with self.lock:
+            return [p for _h, p in self.log]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+    def _html(self, body: str) -> None:
+        data = f"<html><body>{body}</body></html>".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _status(self, code: int, location: str | None = None) -> None:
+        self.send_response(code)
+        if location:
+            self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        site: _Site = self.server
+        host = self.headers.get("Host", "")
+        with site.lock:
+            site.log.append((host, self.path))
+        if self.path == "/robots.txt":
+            with site.lock:
+                fail = site.robots_failures > 0
+                site.robots_failures -= fail
+            return self._status(503 if fail else 404)
+        if host.startswith("localhost") and self.path == "/":
+            return self._status(301, f"http://127.0.0.1:{site.port}/p/0")
+        if self.path == "/alias":
+            return self._status(301, "/p/1")
+        if self.path.startswith("/p/"):
+            n = int(self.path[3:])
+            links = "".join(f"<a href='{h}'>x</a>" for h in site.links.get(n, []))
+            return self._html(f"<h1>Page {n}</h1><p>{'word ' * 30}{n}</p>{links}<a href='/p/{n + 1}'>next</a>")
+        if self.path.startswith("/x/"):
+            return self._html(f"<p>{self.path}</p>")
+        self._status(404)
+
+
+@contextmanager
+def _site():
+    site = _Site()
+    t = threading.Thread(target=site.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield site
+    finally:
+        site.shutdown()
+        site.server_close()
+
+
+def _cfg(seed: str, **over):
+    crawl = {"seeds": [seed], "max_pages": 8, "max_depth": 100, "concurrency": 1, "pages_per_shard": 2,
+             "connect_timeout": 2.0, "read_timeout": 2.0, "total_timeout": 5.0, "max_retries": 0,
+             "allow_private_hosts": ["127.0.0.1", "localhost"]}
+    crawl.update(over)
+    return parse_config({"crawl": crawl})
+
+
+def _kept(out_dir: str) -> list[dict]:
+    return [r for f in sorted(glob.glob(f"{out_dir}/part-?????.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+def _rejected(out_dir: str) -> list[dict]:
+    return [r for f in sorted(glob.glob(f"{out_dir}/_rejected/part-*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+# ---- 1. resume keeps the hosts seeds redirected to ---------------------------------------------
+def test_resumed_crawl_keeps_seed_redirect_host(tmp_path):
+    out_dir = str(tmp_path / "00_crawl")
+    fs = shards.filesystem(out_dir)
+    with _site() as site:
+        cfg = _cfg(f"http://localhost:{site.port}/")
+
+        def kill(event):
+            if event["shard"] == "part-00000":
+                raise Killed()
+
+        with pytest.raises(Killed):
+            run_crawl(cfg, fs, out_dir, kill)
+        summary = run_crawl(cfg, fs, out_dir)
+    assert summary["reasons"].get("out_of_scope", 0) == 0, summary
+    assert summary["pages"] == 8, summary
+    finals = [r["final_url"] for r in _kept(out_dir)]
+    assert len(set(finals)) == len(finals) == 8
+
+
+# ---- 2. percent-escapes are case-normalised ----------------------------------------------------
+def test_percent_escape_case_is_normalised():
+    assert normalize_url("http://a.com/%e4%b8%ad") == normalize_url("http://a.com/%E4%B8%AD") == "http://a.com/%E4%B8%AD"
+    assert normalize_url("http://a.com/p?q=%c3%a9") == "http://a.com/p?q=%C3%A9"
+    assert normalize_url("http://a.com/a%2fb") == "http://a.com/a%2Fb"
+    assert normalize_url("http://a.com/%7euser") == "http://a.com/~user"
+
+
+def test_percent_escape_variants_fetched_once(tmp_path):
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        site.links[0] = ["/x/%e4%b8%ad", "/x/%E4%B8%AD"]
+        summary = run_crawl(_cfg(f"http://127.0.0.1:{site.port}/p/0", max_pages=4, max_depth=1),
+                            shards.filesystem(out_dir), out_dir)
+        xs = [p for p in site.paths() if p.startswith("/x/")]
+    assert len(xs) == 1, xs
+    assert summary["pages"] == 3  # /p/0, /x/%E4%B8%AD, /p/1
+
+
+# ---- 3. a redirect to a page already fetched or queued is not a second document ----------------
+@pytest.mark.parametrize("links", [["/p/1", "/alias"], ["/alias", "/p/1"]], ids=["target_first", "alias_first"])
+def test_redirect_to_known_page_is_duplicate(tmp_path, links):
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        site.links[0] = links
+        summary = run_crawl(_cfg(f"http://127.0.0.1:{site.port}/p/0", max_pages=5, max_depth=1),
+                            shards.filesystem(out_dir), out_dir)
+        p1 = site.paths().count("/p/1")
+    kept = _kept(out_dir)
+    finals = [r["final_url"] for r in kept]
+    assert len(finals) == len(set(finals)), finals
+    assert p1 == 1
+    assert summary["reasons"] == {"duplicate_redirect": 1}, summary
+    assert summary["pages"] == 2  # /p/0 and /p/1 (depth 1); /alias is the rejected duplicate
+    dup = [r for r in _rejected(out_dir) if r["reject_reason"] == "duplicate_redirect"]
+    assert [r["url"] for r in dup] == [f"http://127.0.0.1:{site.port}/alias"]
+
+
+# ---- 4. seeds that are not http(s) URLs are a config error ---------------------------------------
+@pytest.mark.parametrize("seed", ["example.com", "ftp://x.org/", "http://", "https:///path", "http://a.com:99999/"])
+def test_bad_seed_is_config_error(seed):
+    with pytest.raises(ConfigError, match="seed"):
+        parse_config({"crawl": {"seeds": ["https://ok.example/", seed]}})
+    try:
+        parse_config({"crawl": {"seeds": [seed]}})
+    except ConfigError as e:
+        assert repr(seed) in str(e) or seed in str(e)
+
+
+@pytest.mark.parametrize("seed", ["{sample_site}", "{sample_site}/", "{sample_site}/docs/a.html", "HTTPS://Example.COM"])
+def test_good_seeds_accepted(seed):
+    assert parse_config({"crawl": {"seeds": [seed]}}).crawl.seeds == [seed]
