@@ -24,9 +24,13 @@ def funnel(fs, run_dir: str) -> list[dict[str, Any]]:
         totals: Counter[str] = Counter()
         seconds = 0.0
         for name in names:
-            manifest = shards.load_manifest(fs, d, name) or {}
-            totals.update({k: v for k, v in manifest.get("counters", {}).items() if isinstance(v, (int, float))})
-            seconds += manifest.get("seconds", 0.0)
+            manifest = shards.load_manifest(fs, d, name)  # a malformed one raises ShardError naming it
+            if manifest is None:  # removed between listing and reading (a rerun is replacing it)
+                continue
+            totals.update({k: v for k, v in manifest["counters"].items()
+                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            secs = manifest.get("seconds", 0.0)
+            seconds += secs if isinstance(secs, (int, float)) and not isinstance(secs, bool) else 0.0
         reasons = {k.split(".", 1)[1]: int(v) for k, v in sorted(totals.items()) if k.startswith("rejected.")}
         other = {k: v for k, v in sorted(totals.items())
                  if k not in ("rows_in", "kept", "rejected") and not k.startswith("rejected.")}

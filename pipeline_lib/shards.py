@@ -213,9 +213,38 @@ def load_manifest(fs, stage_dir: str, name: str) -> dict[str, Any] | None:
     if not exists(fs, path):
         return None
     try:
-        return json.loads(read_bytes(fs, path))
+        manifest = json.loads(read_bytes(fs, path))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ShardError(f"{path}: manifest is not valid JSON ({e})") from None
+    problem = _manifest_shape_problem(manifest)
+    if problem:
+        raise ShardError(f"{path}: not a valid manifest ({problem})")
+    return manifest
+
+
+def _manifest_shape_problem(manifest: Any) -> str | None:
+    """What is wrong with the structure every manifest has (see ``build_manifest``), or None.
+
+    Shard manifests and global outputs (dedup's ``_clusters``) alike: a ``files`` object whose
+    entries each name a ``path``, ``sha256`` and ``rows``, and a ``counters`` object.
+    """
+    if not isinstance(manifest, dict):
+        return f"a JSON {type(manifest).__name__}, not an object"
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return "no 'files' object" if files is None else "'files' is not an object"
+    for which, entry in files.items():
+        if not isinstance(entry, dict):
+            return f"files.{which} is not an object"
+        for key, kind in (("path", str), ("sha256", str), ("rows", int)):
+            value = entry.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return f"files.{which}.{key} is missing or not a {kind.__name__}"
+        if entry["rows"] < 0:
+            return f"files.{which}.rows is negative"
+    if not isinstance(manifest.get("counters"), dict):
+        return "no 'counters' object" if manifest.get("counters") is None else "'counters' is not an object"
+    return None
 
 
 def list_manifests(fs, stage_dir: str) -> list[str]:

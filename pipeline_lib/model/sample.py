@@ -120,17 +120,42 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def _why(e: BaseException) -> str:
+    """One line for an error message: torch's unpickling errors run to a page of advice."""
+    first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
+
+
 def load_checkpoint(path: str, device: str = "auto", fs=None) -> tuple[GPT, Any, dict[str, Any]]:
     if fs is None:
         from pipeline_lib.shards import filesystem
 
         fs = filesystem(path)  # read_checkpoint strips the protocol itself
     dev = pick_device(device)
-    ckpt = read_checkpoint(fs, path, map_location=dev)
-    model = GPT(config_from_dict(ckpt["model_config"]))
-    model.load_state_dict(ckpt["model"])
+    try:
+        ckpt = read_checkpoint(fs, path, map_location=dev)
+    except (OSError, torch.OutOfMemoryError):
+        raise  # a file we cannot read or a device too small: not the checkpoint's fault
+    except Exception as e:  # empty, truncated, garbage or not a torch file at all
+        raise ValueError(f"{path}: not a crawl2model checkpoint ({_why(e)})") from e
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not a crawl2model checkpoint (holds a {type(ckpt).__name__}, not a dict)")
+    missing = [k for k in ("model_config", "model", "tokenizer") if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path}: not a crawl2model checkpoint (no {', '.join(map(repr, missing))} entry)")
+    try:
+        model = GPT(config_from_dict(ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"])
+    except torch.OutOfMemoryError:
+        raise
+    except (TypeError, KeyError, AttributeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{path}: not a crawl2model checkpoint ({_why(e)})") from e
+    try:  # its own ValueErrors (unknown kind, tokenizer not available offline) already say what is wrong
+        tokenizer = tokenizer_from_spec(ckpt["tokenizer"])
+    except (TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"{path}: not a crawl2model checkpoint (bad tokenizer entry: {_why(e)})") from e
     model.to(dev).eval()
-    return model, tokenizer_from_spec(ckpt["tokenizer"]), ckpt
+    return model, tokenizer, ckpt
 
 
 # ---------------------------------------------------------------------------------------------
