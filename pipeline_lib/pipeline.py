@@ -102,7 +102,7 @@ def begin_stage(ref: ConfigRef, run_dir: str, key: str) -> list[str]:
     shards.remove_temp_files(fs, d)
     in_dir = input_dir(cfg, run_dir, key)
     in_stage = in_dir.rstrip("/").rsplit("/", 1)[-1]
-    inputs = set(list_input_shards(ref, run_dir, key))
+    inputs = set(shards.list_shards(fs_for(cfg, in_dir), in_dir))
     outputs = [d] + ([shards.join(d, "_signatures")] if key == "dedup" else [])
     removed = []
     for out in outputs:
