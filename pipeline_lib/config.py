@@ -68,6 +68,7 @@ class CrawlConfig(_Model):
     max_retry_wait: float = Field(30.0, ge=0, description="Longest Retry-After we wait; longer = give up (http_429).")
     max_crawl_delay: float = Field(60.0, ge=0, description="Cap on a robots.txt Crawl-delay we honour.")
     robots_unavailable_seconds: float = Field(60.0, ge=0, description="A robots.txt answering 5xx (or unreachable) disallows its host this long, then it is fetched again.")
+    robots_unavailable_retries: int = Field(2, ge=0, description="How many more times a failing robots.txt is asked (every robots_unavailable_seconds) while its host's pages wait in the queue; after that they are rejected robots_unavailable.")
     allow_private_hosts: list[str] = Field(default_factory=list, description="Hosts allowed despite private IPs.")
     pages_per_shard: int = Field(50, ge=1, description="Pages per 00_crawl shard; the crawl checkpoints with each shard.")
     sample_site: SampleSiteConfig = Field(default_factory=SampleSiteConfig)

@@ -48,6 +48,7 @@ class Outcome:
     fetched_at: datetime
     host_delay: float
     fetched: bool  # False when no request for the page itself was made (robots, address)
+    deferred: bool = False  # its host's robots.txt is failing and will be asked again: page back in the queue
 
 
 def settings_from(c: CrawlConfig) -> FetchSettings:
@@ -83,7 +84,8 @@ class Crawler:
         self.fs, self.out_dir, self.progress = fs, out_dir, progress
         self.config_hash = cfg.section_hash("crawl")
         self.fetcher = Fetcher(settings_from(self.c))
-        self.robots = RobotsCache(self.fetcher, self.c.user_agent, unavailable_ttl=self.c.robots_unavailable_seconds)
+        self.robots = RobotsCache(self.fetcher, self.c.user_agent, unavailable_ttl=self.c.robots_unavailable_seconds,
+                                  unavailable_retries=self.c.robots_unavailable_retries)
         seeds = []
         for raw in self.c.seeds:
             url = normalize_url(raw)
@@ -209,6 +211,9 @@ class Crawler:
         try:
             problem = address_problem(url, self.fetcher.s.allow_private_hosts) or self.robots.problem(url)
             delay = max(self.c.delay_seconds, min(self.robots.crawl_delay(url), self.c.max_crawl_delay))
+            if problem == "robots_unavailable" and (hold := self.robots.retry_in(url)) is not None:
+                return Outcome(url, depth, FetchResult(url, url, reason=problem), now, hold, fetched=False,
+                               deferred=True)
             if problem:
                 return Outcome(url, depth, FetchResult(url, url, reason=problem), now, 0.0, fetched=False)
             result = self.fetcher.fetch(url, check=lambda hop: self._hop_check(url, depth, hop))
@@ -250,6 +255,9 @@ class Crawler:
                     self.frontier.release(host, outcome.host_delay)
                     if not outcome.fetched:
                         self.fetched -= 1  # the page budget counts requests, not refusals
+                    if outcome.deferred:  # waits, first in its host's queue, for robots.txt to be asked again
+                        self.frontier.requeue(host, url, depth)
+                        continue
                     r = outcome.result
                     if r.ok and r.final_url != url and r.final_url in self.frontier.visited:
                         # Two fetches raced to the same page (a redirect and a link, or two

@@ -53,6 +53,10 @@ class Frontier:
         self.busy.discard(host)
         self.next_time[host] = self.clock() + delay
 
+    def requeue(self, host: str, url: str, depth: int) -> None:
+        """Put a popped URL back at the front of its host's queue (it stays visited)."""
+        self.queues.setdefault(host, deque()).appendleft((url, depth))
+
     def seconds_until_ready(self) -> float | None:
         """How long until some idle host may be fetched; None when nothing is queued for idle hosts."""
         now = self.clock()

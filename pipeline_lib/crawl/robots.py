@@ -2,8 +2,10 @@
 
 - 2xx: parsed with protego and honoured for our user agent.
 - 4xx (missing, forbidden): no restrictions.
-- 5xx or unreachable: the whole host is disallowed for ``unavailable_ttl`` seconds, then retried;
-  the standard asks crawlers to assume "complete disallow" while the server is failing.
+- 5xx or unreachable: the whole host is disallowed for ``unavailable_ttl`` seconds, then asked
+  again, up to ``unavailable_retries`` more times; the standard asks crawlers to assume "complete
+  disallow" while the server is failing. ``retry_in`` tells the crawler how long to hold the host's
+  pages while asks remain; after the last one they are rejected (``robots_unavailable``).
 """
 
 from __future__ import annotations
@@ -20,18 +22,20 @@ MAX_ROBOTS_BYTES = 500 * 1024  # RFC 9309: parse at least the first 500 KiB
 
 
 class _Entry:
-    __slots__ = ("parser", "unavailable_until", "detail")
+    __slots__ = ("parser", "unavailable_until", "detail", "failures")
 
-    def __init__(self, parser: Protego | None, unavailable_until: float = 0.0, detail: str = ""):
+    def __init__(self, parser: Protego | None, unavailable_until: float = 0.0, detail: str = "", failures: int = 0):
         self.parser, self.unavailable_until, self.detail = parser, unavailable_until, detail
+        self.failures = failures  # robots.txt fetches in a row that failed (5xx or unreachable)
 
 
 class RobotsCache:
     def __init__(self, fetcher: Fetcher, user_agent: str, unavailable_ttl: float = 60.0,
-                 clock=time.monotonic):
+                 unavailable_retries: int = 0, clock=time.monotonic):
         self.fetcher = fetcher
         self.user_agent = user_agent
         self.unavailable_ttl = unavailable_ttl
+        self.unavailable_retries = unavailable_retries
         self.clock = clock
         self._entries: dict[str, _Entry] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -44,7 +48,10 @@ class RobotsCache:
         with lock:  # one robots.txt request per host even with concurrent workers
             entry = self._entries.get(key)
             if entry is None or (entry.parser is None and self.clock() >= entry.unavailable_until):
+                failures = entry.failures if entry is not None else 0
                 entry = self._load(key)
+                if entry.parser is None:
+                    entry.failures = failures + 1
                 self._entries[key] = entry
             return entry
 
@@ -68,6 +75,14 @@ class RobotsCache:
         if not entry.parser.can_fetch(url, self.user_agent):
             return "robots_disallowed"
         return None
+
+    def retry_in(self, url: str) -> float | None:
+        """Seconds until the robots.txt of ``url``'s host, which is failing, is asked again, while
+        asks remain; None when the host is not on hold or its last ask failed too (reject its pages)."""
+        entry = self._entry(host_key(url))
+        if entry.parser is not None or entry.failures > self.unavailable_retries:
+            return None
+        return max(0.0, entry.unavailable_until - self.clock())
 
     def crawl_delay(self, url: str) -> float:
         entry = self._entry(host_key(url))

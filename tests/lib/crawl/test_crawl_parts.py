@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import time
 
 import pytest
 from hypothesis import given
@@ -127,7 +128,7 @@ def _robots_crawl(tmp_path, mode: str, max_pages: int = 4):
         site.robots_mode = mode
         cfg = parse_config({"crawl": {"seeds": [site.base + "/calendar/2024/1"], "max_pages": max_pages,
                                       "max_depth": 100, "max_retries": 1, "connect_timeout": 1.0,
-                                      "read_timeout": 1.0, "total_timeout": 2.0,
+                                      "read_timeout": 1.0, "total_timeout": 2.0, "robots_unavailable_retries": 0,
                                       "allow_private_hosts": ["127.0.0.1"]}})
         out = str(tmp_path / mode)
         summary = run_crawl(cfg, shards.filesystem(out), out)
@@ -146,7 +147,7 @@ def test_robots_unavailable_seconds_is_how_long_a_5xx_robots_holds_the_host(tmp_
             site.robots_mode = "500"
             cfg = parse_config({"crawl": {"seeds": [site.base + "/calendar/2024/1", site.base + "/calendar/2024/2"],
                                           "max_retries": 0, "concurrency": 1, "robots_unavailable_seconds": ttl,
-                                          "allow_private_hosts": ["127.0.0.1"]}})
+                                          "robots_unavailable_retries": 0, "allow_private_hosts": ["127.0.0.1"]}})
             out = str(tmp_path / f"ttl-{ttl}")
             summary = run_crawl(cfg, shards.filesystem(out), out)
             assert summary["reasons"] == {"robots_unavailable": 2} and summary["pages"] == 0
@@ -154,6 +155,37 @@ def test_robots_unavailable_seconds_is_how_long_a_5xx_robots_holds_the_host(tmp_
 
     assert robots_requests(60.0) == 1  # the second seed waits out the hold without asking again
     assert robots_requests(0.0) >= 2  # no hold: the host's robots.txt is asked again for the second seed
+
+
+def test_pages_wait_for_a_failing_robots_txt_and_are_fetched_once_it_recovers(tmp_path):
+    with serve_traps() as (site, _second):
+        site.robots_mode = "500-once"  # the server heals after its first answer
+        cfg = parse_config({"crawl": {"seeds": [site.base + "/calendar/2024/1", site.base + "/calendar/2024/2"],
+                                      "max_retries": 0, "concurrency": 1, "max_depth": 0,
+                                      "robots_unavailable_seconds": 0.5, "robots_unavailable_retries": 2,
+                                      "allow_private_hosts": ["127.0.0.1"]}})
+        out = str(tmp_path / "recovers")
+        summary = run_crawl(cfg, shards.filesystem(out), out)
+        paths = [e["path"] for e in site.log]
+    # Asked, failed, held 0.5 s, asked again (now 200): both pages fetched, none lost to the outage.
+    assert paths == ["/robots.txt", "/robots.txt", "/calendar/2024/1", "/calendar/2024/2"]
+    assert summary["pages"] == 2 and summary["rejected"] == 0
+
+
+def test_pages_of_a_host_whose_robots_txt_keeps_failing_are_rejected_after_the_last_ask(tmp_path):
+    with serve_traps() as (site, _second):
+        site.robots_mode = "500"
+        cfg = parse_config({"crawl": {"seeds": [site.base + "/calendar/2024/1", site.base + "/calendar/2024/2"],
+                                      "max_retries": 0, "concurrency": 1, "robots_unavailable_seconds": 0.3,
+                                      "robots_unavailable_retries": 2, "allow_private_hosts": ["127.0.0.1"]}})
+        out = str(tmp_path / "keeps-failing")
+        t0 = time.monotonic()
+        summary = run_crawl(cfg, shards.filesystem(out), out)
+        took = time.monotonic() - t0
+        paths = [e["path"] for e in site.log]
+    assert paths == ["/robots.txt"] * 3  # the first ask and 2 more, each after a 0.3 s hold; no page request
+    assert summary["reasons"] == {"robots_unavailable": 2} and summary["pages"] == 0
+    assert took >= 0.6  # the holds were waited out, not skipped
 
 
 def test_robots_404_allows_everything(tmp_path):

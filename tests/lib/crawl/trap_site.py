@@ -48,7 +48,7 @@ class TrapServer(ThreadingHTTPServer):
         self.rate_limited_hits = 0
         self.big_bytes_sent = 0
         self.trickle_state: dict[str, str] = {}  # path -> sending / client_hung_up / finished
-        self.robots_mode = "ok"  # "ok", "404", "500", or "delay" (Crawl-delay: 1)
+        self.robots_mode = "ok"  # "ok", "404", "500", "500-once" (then "ok"), or "delay" (Crawl-delay: 1)
 
     @property
     def base(self) -> str:
@@ -87,7 +87,9 @@ class TrapHandler(BaseHTTPRequestHandler):
             if path == "/robots.txt":
                 if s.robots_mode == "404":
                     return self._send(404, b"no robots here", "text/plain")
-                if s.robots_mode == "500":
+                if s.robots_mode in ("500", "500-once"):
+                    if s.robots_mode == "500-once":
+                        s.robots_mode = "ok"
                     return self._send(500, b"robots broke", "text/plain")
                 extra = "Crawl-delay: 1\n" if s.robots_mode == "delay" else ""
                 return self._send(200, (ROBOTS + extra).encode(), "text/plain")
