@@ -122,6 +122,32 @@ def test_a_deployment_run_through_the_worker_writes_outputs_and_artifacts(stack)
     assert any(a["type"] == "markdown" and "loss" in (a["description"] or "").lower() for a in sub)
 
 
+def test_a_rerun_waits_for_the_training_run_an_earlier_attempt_left_going_instead_of_starting_another(stack):
+    server, config = stack["server"], stack["config"]
+    train_dep = server.deployment("train/train")
+    children = server.post("/flow_runs/filter", {"flow_runs": {"parent_flow_run_id": {"any_": [stack["first_run"]["id"]]}},
+                                                 "limit": 50})
+    params = next(c for c in children if c["name"] == f"train-{FIRST}")["parameters"]
+    # What a pipeline killed while it waited leaves behind: a training run of this run dir, still
+    # running (on the GPU worker, as far as the server knows; here nothing runs it).
+    leftover = server.post(f"/deployments/{train_dep['id']}/create_flow_run",
+                           {"parameters": params, "name": "train-leftover", "state": {"type": "RUNNING", "name": "Running"}})
+    before = len(server.flow_runs(train_dep["id"]))
+    run = server.create_run("pipeline/daily", {"config_path": str(config), "partition": FIRST}, name="pipeline-rerun")
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while "train-leftover" not in server.logs(run["id"]):
+        assert time.monotonic() < deadline, server.logs(run["id"])[-4000:] + stack["procs"].tails()
+        assert server.get(f"/flow_runs/{run['id']}")["state"]["type"] not in ("COMPLETED", "FAILED", "CRASHED")
+        time.sleep(1)
+    assert "waiting for it" in server.logs(run["id"])
+    server.post(f"/flow_runs/{leftover['id']}/set_state",
+                {"state": {"type": "COMPLETED", "name": "Completed"}, "force": True})
+    done = server.wait(run["id"], RUN_TIMEOUT)
+    assert done["state"]["type"] == "COMPLETED", server.logs(run["id"])[-4000:] + stack["procs"].tails()
+    # No second training run was started beside the one still going.
+    assert len(server.flow_runs(train_dep["id"])) == before
+
+
 def test_the_ui_shows_the_run_state_and_its_funnel_artifact(stack):
     if not browser.available():
         pytest.skip(f"{browser.CHROMIUM} is not installed (apt-get install -y chromium)")
