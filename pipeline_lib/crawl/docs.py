@@ -10,8 +10,8 @@ Damaged input costs only what is damaged: a Parquet row group that cannot be rea
 row group is read; a date that does not convert becomes null; a lone surrogate (JSON ``"\\ud83d"``)
 or invalid UTF-8 in a text becomes U+FFFD (counter ``docs.invalid_unicode_repaired``). A ``.json``
 file that opens with ``[`` is one JSON array of documents (rejected as ``docs_too_large`` over
-MAX_JSON_ARRAY_BYTES); any other ``.json`` file is read as JSONL (C4 names its JSONL files
-``.json.gz``). Any error while building one row rejects that row (``bad_row``).
+MAX_JSON_ARRAY_BYTES); one whose first line is not a whole object may be one pretty-printed
+document; any other ``.json`` file is read as JSONL (C4 names its JSONL files ``.json.gz``). Any error while building one row rejects that row (``bad_row``).
 """
 
 from __future__ import annotations
@@ -120,6 +120,16 @@ def _column_values(column: pa.Array, counters: Counter) -> list:
         except Exception:
             values.append(None)
     return values
+
+
+def _complete_json_line(start: bytes) -> bool:
+    """Whether the first line of ``start`` (a prefix of the file) parses as JSON on its own."""
+    line = start.split(b"\n", 1)[0]
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 class _Prefixed(io.RawIOBase):
@@ -247,7 +257,11 @@ class _DocReader:
         except _STREAM_ERRORS as e:
             yield self._reject(src, "docs_corrupt", f"at the start: {type(e).__name__}: {e}")
             return
-        if not head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"["):
+        start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+        if start.startswith(b"{") and not _complete_json_line(start):
+            yield from self._json_object(src, head, f, counters)
+            return
+        if not start.startswith(b"["):
             yield from self._jsonl(src, io.BufferedReader(_Prefixed(head, f)), counters)
             return
         try:
@@ -270,6 +284,25 @@ class _DocReader:
                 yield self._row(src, index, record, counters)
             else:
                 yield self._reject(src, "bad_json", "array element is not a JSON object", index)
+
+    def _json_object(self, src: str, head: bytes, f, counters: Counter) -> Iterator[tuple[str, dict]]:
+        """A ``.json`` file whose first line is not a whole object: one (pretty-printed) document,
+        or, when it does not parse as one, JSONL after all (its lines are judged one by one)."""
+        try:
+            data = head + f.read(max(MAX_JSON_ARRAY_BYTES + 1 - len(head), 0))
+        except _STREAM_ERRORS as e:
+            yield self._reject(src, "docs_corrupt", f"JSON document unreadable: {type(e).__name__}: {e}")
+            return
+        if len(data) <= MAX_JSON_ARRAY_BYTES:
+            try:
+                record = json.loads(data)
+            except (ValueError, RecursionError):
+                pass
+            else:
+                counters["docs.rows_read"] += 1
+                yield self._row(src, 0, record, counters)
+                return
+        yield from self._jsonl(src, io.BufferedReader(_Prefixed(data, f)), counters)
 
     def _jsonl(self, src: str, f, counters: Counter) -> Iterator[tuple[str, dict]]:
         index = 0

@@ -186,3 +186,19 @@ def test_a_json_file_holding_an_array_is_one_row_per_element(tmp_path, monkeypat
     summary, kept, rejected = _ingest(tmp_path, [array], name="small-limit")
     assert kept == [] and [r["reject_reason"] for r in rejected] == ["docs_too_large"]
     assert "convert it to JSONL" in rejected[0]["detail"]
+
+
+def test_a_json_file_holding_one_pretty_printed_object_is_one_document(tmp_path):
+    pretty = tmp_path / "one.json"
+    pretty.write_text(json.dumps({"url": "p", "text": "one document,\nindented"}, indent=2))
+    long_first_line = tmp_path / "long.json"  # JSONL whose first line outgrows the first 64 KiB read
+    long_first_line.write_text(json.dumps({"url": "l0", "text": "x" * 100_000}) + "\n"
+                               + json.dumps({"url": "l1", "text": "short"}) + "\n")
+    not_one_object = tmp_path / "lines.json"  # starts like an object, is neither one nor JSONL
+    not_one_object.write_text('{"url": "a",\n "text": "b"}\n{"url": "c", "text": "d"}\n')
+
+    summary, kept, rejected = _ingest(tmp_path, [pretty, long_first_line, not_one_object])
+    assert [(r["url"], r["text"]) for r in kept] == [("p", "one document,\nindented"), ("l0", "x" * 100_000),
+                                                     ("l1", "short"), ("c", "d")]
+    assert [(r["url"], r["reject_reason"]) for r in rejected] == [
+        (f"{not_one_object}#row=0", "bad_json"), (f"{not_one_object}#row=1", "bad_json")]
