@@ -86,12 +86,7 @@ def resolve(config_path: str, partition: str | None = None, data_root: str | Non
     data_root = data_root or os.environ.get(DATA_ROOT_ENV) or None
     cfg = load_config(config_path, run_overrides(partition, data_root), check_files)
     if run_dir:
-        root, _, part = run_dir.rstrip("/").rpartition("/")
-        parent, _, name = root.rpartition("/")
-        # An explicit run dir is <data_root>/<name>/<partition>; keep what the config says otherwise.
-        if parent and name and part:
-            run_cfg = cfg.run.model_copy(update={"data_root": parent, "name": name, "partition": part})
-            cfg = cfg.model_copy(update={"run": run_cfg})
+        cfg = cfg.with_run_dir(run_dir)
     return cfg, ConfigRef.of(cfg), pipeline.prepare_run(cfg)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -424,6 +425,28 @@ class PipelineConfig(_Model):
                 setattr(part, key, self.resolve_path(value))
         cfg.run.data_root = self.run_dir[: -len(f"/{self.run.name}/{self.run.partition}")] or "/"
         return cfg
+
+    def with_run_dir(self, run_dir: str) -> "PipelineConfig":
+        """This config writing to ``run_dir``, read as <data_root>/<name>/<partition> (its last two parts
+        name the run and the partition); a ConfigError when it cannot be read so (``s3://bucket/x``)."""
+        given = run_dir.rstrip("/")
+        if "://" not in given:
+            given = os.path.abspath(given)
+        root, _, partition = given.rpartition("/")
+        parent, _, name = root.rpartition("/")
+        if root.startswith("/") and not parent:
+            parent = "/"  # /tmp/x: data root /, run name "tmp"
+        try:
+            run_cfg = type(self.run).model_validate({**self.run.model_dump(), "data_root": parent, "name": name,
+                                                     "partition": partition})
+        except ValidationError as e:
+            raise ConfigError(f"run_dir {run_dir!r}: not <data_root>/<name>/<partition>: "
+                              f"{e.errors()[0]['msg']}") from None
+        out = self.model_copy(update={"run": run_cfg})
+        if not (parent and name and partition) or out.run_dir != given:
+            raise ConfigError(f"run_dir {run_dir!r}: not <data_root>/<name>/<partition> "
+                              "(e.g. /scratch/small/try1 or s3://bucket/runs/small/2026-11-01)")
+        return out
 
     @property
     def run_dir(self) -> str:

@@ -21,6 +21,8 @@ def _run(args: argparse.Namespace) -> int:
 
     # A bad config fails here, before Prefect starts.
     cfg = load_config(args.config, run_overrides(args.partition, args.data_root))
+    if args.run_dir:
+        cfg = cfg.with_run_dir(args.run_dir)
     print(f"crawl2model: running {args.config} (partition {cfg.run.partition})", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     from pipeline_lib import workers

@@ -63,3 +63,23 @@ def test_a_step_that_reads_only_the_run_dir_skips_the_input_file_check(tmp_path,
         resolve(str(path))
     cfg, _, run_dir = resolve(str(path), check_files=False)
     assert run_dir == f"{tmp_path}/runs/r/p" and cfg.source.warc_paths == ["only-on-the-cpu-box.warc.gz"]
+
+
+def test_a_short_or_relative_run_dir_is_used_as_given_never_swapped_for_the_config_one(config, tmp_path, monkeypatch):
+    from pipeline_lib.config import ConfigError, load_config
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(DATA_ROOT_ENV, raising=False)
+    cfg = load_config(str(config))
+    # Before, any run dir of fewer than three parts was ignored: the run wrote into the config's partition.
+    assert cfg.with_run_dir("try1").run_dir == f"{tmp_path}/try1"
+    assert cfg.with_run_dir("scratch/try1/").run_dir == f"{tmp_path}/scratch/try1"
+    top = cfg.with_run_dir("/tmp/try1")
+    assert (top.run_dir, top.run.data_root, top.run.name, top.run.partition) == ("/tmp/try1", "/", "tmp", "try1")
+    assert cfg.with_run_dir("s3://bucket/runs/r/p").run.data_root == "s3://bucket/runs"
+    with pytest.raises(ConfigError, match="not <data_root>/<name>/<partition>"):
+        cfg.with_run_dir("s3://bucket/p")  # would have been an s3:/ data root
+    with pytest.raises(ConfigError, match="1-128 chars"):
+        cfg.with_run_dir(f"{tmp_path}/x/bad name")
+    _, got = _resolve(config, run_dir="try2")
+    assert got == f"{tmp_path}/try2" and not (tmp_path / "from-config").exists()
