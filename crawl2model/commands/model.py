@@ -89,7 +89,8 @@ def _train(args: argparse.Namespace) -> int:
                                              ("device", args.device)) if v is not None}}
     config_path = args.config or (f"{run_dir}/config.yaml" if Path(run_dir, "config.yaml").is_file() else None)
     if config_path:
-        cfg = load_config(config_path, overrides)
+        # Training reads only the run dir: on a GPU machine the crawl's input files need not exist.
+        cfg = load_config(config_path, overrides, check_files=False)
     else:
         cfg = PipelineConfig.model_validate(overrides)
     fs = shards.filesystem(run_dir, cfg.run.storage_options)

@@ -169,6 +169,20 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def backfill_target(name: str, defaults: dict[str, Any], config: str | None, data_root: str | None,
+                    env_data_root: str | None) -> tuple[str, str | None]:
+    """(config path, data root) the deployment's runs will use, so completeness is checked where
+    they write: --config / --data-root, else the deployment's parameters, else (data root) the
+    variable the stack's workers read, as flows.common.resolve orders them."""
+    config_path = config or defaults.get("config_path")
+    if not config_path:
+        raise ValueError(f"deployment {name} has no config_path parameter; pass --config")
+    if defaults.get("run_dir"):
+        raise ValueError(f"deployment {name} sets run_dir={defaults['run_dir']!r}: every partition would write "
+                         "there; a backfill needs a deployment without it")
+    return config_path, data_root or defaults.get("data_root") or env_data_root or None
+
+
 def _backfill(args: argparse.Namespace) -> int:
     from pipeline_lib import partitions as parts
     from pipeline_lib.config import load_config
@@ -181,13 +195,16 @@ def _backfill(args: argparse.Namespace) -> int:
 
     from flows.common import DATA_ROOT_ENV
 
+    from prefect.exceptions import ObjectNotFound
+
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name(args.deployment)
-        config_path = args.config or (deployment.parameters or {}).get("config_path")
-        if not config_path:
-            raise ValueError(f"deployment {args.deployment} has no config_path parameter; pass --config")
-        # Where the workers write: --data-root, else the same variable the stack's workers read.
-        data_root = args.data_root or os.environ.get(DATA_ROOT_ENV)
+        try:
+            deployment = client.read_deployment_by_name(args.deployment)
+        except ObjectNotFound:
+            raise ValueError(f"deployment {args.deployment} not found on {client.api_url} (PREFECT_API_URL); "
+                             "deploy it (prefect deploy) or serve it (crawl2model serve) first") from None
+        config_path, data_root = backfill_target(args.deployment, deployment.parameters or {}, args.config,
+                                                 args.data_root, os.environ.get(DATA_ROOT_ENV))
         overrides = {"run": {"data_root": data_root}} if data_root else {}
         cfg = load_config(config_path, overrides)  # the same config the runs will load: fail before submitting
         rows = plan_backfill(cfg, keys, args.force)

@@ -48,8 +48,11 @@ CHECKPOINT_FORMAT = "crawl2model-gpt/1"
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
                    "A10G": 70e12, "A10": 125e12, "4090": 165e12, "3090": 71e12}
 
-# Knobs that do not change what is trained: changing them neither restarts nor redoes a run.
-_NOT_FINGERPRINTED = {"enabled", "checkpoint_interval", "deployment"}  # where it runs, not what it learns
+# Knobs that do not change what is trained (where and how fast it runs, what is measured on the
+# way): changing them neither restarts nor redoes a run; a killed run resumes on a GPU under
+# device: cuda. (Data order and dropout are seeded per step, so evaluation does not shift them.)
+_NOT_FINGERPRINTED = {"enabled", "checkpoint_interval", "deployment", "device", "compile", "peak_flops",
+                      "eval_interval", "eval_batches"}
 
 METRICS_SCHEMA = pa.schema([
     ("step", pa.int64()), ("loss", pa.float64()), ("val_loss", pa.float64()), ("lr", pa.float64()),

@@ -132,3 +132,20 @@ def test_backfill_command_rejects_a_bad_range_before_calling_prefect(capsys):
     assert "before --from" in capsys.readouterr().err
     assert main(["backfill", "--partitions", "a,b", "--concurrency", "0"]) == 2
     assert "--concurrency" in capsys.readouterr().err
+
+
+def test_backfill_checks_completeness_where_the_deployment_runs_will_write():
+    from crawl2model.commands.ops import backfill_target
+
+    # The deployment's data_root parameter wins over the workers' variable (as in the flow), and
+    # --data-root over both: before, a deployment's data_root was ignored and partitions complete
+    # under the config's root were skipped though the runs write elsewhere.
+    deployed = {"config_path": "configs/small.yaml", "data_root": "s3://prod/runs"}
+    assert backfill_target("pipeline/daily", deployed, None, None, "/env/root") == ("configs/small.yaml", "s3://prod/runs")
+    assert backfill_target("pipeline/daily", deployed, "mine.yaml", "/cli/root", "/env/root") == ("mine.yaml", "/cli/root")
+    assert backfill_target("pipeline/daily", {"config_path": "c.yaml"}, None, None, "/env/root") == ("c.yaml", "/env/root")
+    assert backfill_target("pipeline/daily", {"config_path": "c.yaml"}, None, None, None) == ("c.yaml", None)
+    with pytest.raises(ValueError, match="no config_path"):
+        backfill_target("pipeline/daily", {}, None, None, None)
+    with pytest.raises(ValueError, match="sets run_dir"):
+        backfill_target("pipeline/daily", {"config_path": "c.yaml", "run_dir": "/one/dir/p"}, None, None, None)

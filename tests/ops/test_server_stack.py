@@ -228,6 +228,10 @@ def test_backfill_runs_each_partition_then_skips_them_all(stack):
     assert _snapshot(stack["tmp"] / "runs") == before_files
     assert "0 to run, 2 already complete" in again.stderr
 
+    unknown, _ = _backfill(stack, "--deployment", "pipeline/nope")
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "deployment pipeline/nope not found on" in unknown.stderr
+
 
 def test_serve_runs_a_stage_deployment_from_one_process(stack):
     server, procs = stack["server"], stack["procs"]

@@ -104,6 +104,25 @@ def test_a_finished_run_is_skipped_and_no_file_changes(byte_run, make_config):
     assert not changed["skipped"] and changed["steps"] == 7 and changed["resumed_from"] is None
 
 
+def test_knobs_of_where_and_how_it_runs_neither_restart_nor_redo_training(byte_run, make_config):
+    cfg = make_config(max_steps=8, checkpoint_interval=2, eval_interval=4, device="auto")
+
+    def kill_at_step_5(row):
+        if row["step"] == 5:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        _run(cfg, byte_run, progress=kill_at_step_5)
+    # Resumed on another device setting, with MFU's peak and the evaluation cadence changed: it
+    # continues from its checkpoint (before, any of these restarted it from step 0).
+    moved = make_config(max_steps=8, checkpoint_interval=2, eval_interval=3, eval_batches=2, device="cpu",
+                        peak_flops=1e12)
+    resumed = _run(moved, byte_run)
+    assert resumed["resumed_from"] == 4 and resumed["steps"] == 8
+    again = _run(make_config(max_steps=8, checkpoint_interval=2, eval_interval=4, device="cpu", compile=False), byte_run)
+    assert again["skipped"]
+
+
 def test_a_final_checkpoint_without_its_done_marker_finishes_without_retraining(byte_run, make_config):
     cfg = make_config(max_steps=6, eval_interval=3)
     first = _run(cfg, byte_run)
