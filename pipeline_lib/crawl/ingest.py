@@ -17,6 +17,7 @@ past its new last one.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections import Counter
@@ -79,10 +80,13 @@ def prepare(jobs: list["IngestJob"], fs=None) -> None:
     jobs = sorted(jobs, key=lambda j: j.index)
     job, out_dir = jobs[0], jobs[0].out_dir
     fs = fs if fs is not None else shards.filesystem(out_dir, job.storage_options)
-    seen: set[str] = set()
-    twice = [j.src for j in jobs if j.src in seen or seen.add(j.src)]
-    if twice:
-        raise ValueError(f"{out_dir}: {twice[0]} is listed more than once; its documents would be ingested twice")
+    seen: dict[str, str] = {}
+    for j in jobs:  # one local file spelled two ways (docs.jsonl, ./docs.jsonl, /abs/docs.jsonl) is one file
+        key = j.src if "://" in j.src else os.path.realpath(j.src)
+        if key in seen:
+            same = j.src if seen[key] == j.src else f"{seen[key]} (as {j.src})"
+            raise ValueError(f"{out_dir}: {same} is listed more than once; its documents would be ingested twice")
+        seen[key] = j.src
     want = {"file_shard_stride": FILE_SHARD_STRIDE, "kind": job.kind, "first_shard": job.first_shard,
             "records_per_shard": job.records_per_shard, "reader": _reader_options(job),
             "inputs": [j.src for j in jobs]}

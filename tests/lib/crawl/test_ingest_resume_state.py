@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -289,6 +290,13 @@ def test_a_file_listed_twice_is_refused_before_anything_is_written(tmp_path):
     jobs = jobs_for("docs", [str(src), str(src)], str(out), 10, None, 0, "02_extract", "text", "url")
     with pytest.raises(ValueError, match="listed more than once"):
         run_jobs(jobs)
+    assert not list(out.rglob("*.parquet"))
+    # The same file spelled another way (relative, ./, through a symlink) is the same file.
+    (tmp_path / "link.jsonl").symlink_to(src)
+    for other in (os.path.relpath(src), f"{tmp_path}/./a.jsonl", str(tmp_path / "link.jsonl")):
+        jobs = jobs_for("docs", [str(src), other], str(out), 10, None, 0, "02_extract", "text", "url")
+        with pytest.raises(ValueError, match=r"listed more than once"):
+            run_jobs(jobs)
     assert not list(out.rglob("*.parquet"))
 
 
