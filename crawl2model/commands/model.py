@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate text from a trained checkpoint")
     p.add_argument("ckpt", metavar="CKPT", help="ckpt.pt, a 08_train folder or a run dir")
     p.add_argument("prompt", help="text to continue ('' starts from a document boundary)")
-    p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=50, help="sample among the K likeliest tokens (0 = all)")
+    p.add_argument("--max-new-tokens", type=_at_least(int, 0), default=100)
+    p.add_argument("--temperature", type=_at_least(float, 0), default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=_at_least(int, 0), default=50, help="sample among the K likeliest tokens (0 = all)")
     p.add_argument("--seed", type=int, default=None, help="same seed, same text")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.set_defaults(func=_sample)
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("next-token", help="the likeliest next tokens after a prompt, with probabilities")
     p.add_argument("ckpt", metavar="CKPT", help="ckpt.pt, a 08_train folder or a run dir")
     p.add_argument("prompt")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=_at_least(int, 1), default=10)
     p.add_argument("--json", action="store_true", help='print a JSON list of {"token", "id", "prob"}')
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_next_token)
@@ -38,10 +38,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the model alone on a run dir's existing token shards (07_tokens)")
     p.add_argument("--run-dir", required=True, help="the run dir holding 07_tokens; writes 08_train")
     p.add_argument("--config", help="pipeline YAML (default: the run dir's config.yaml, else built-in defaults)")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--max-steps", type=_at_least(int, 1), help="override train.max_steps")
     p.add_argument("--preset", help="override train.preset")
     p.add_argument("--device", help="override train.device")
     p.set_defaults(func=_train)
+
+
+def _at_least(kind, low):
+    """An argparse type: ``kind`` of the value, refused (a usage error) below ``low``."""
+    def parse(text: str):
+        value = kind(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
 
 
 def resolve_checkpoint(path: str) -> str:

@@ -85,7 +85,8 @@ def runner_deployments(spec: list[dict[str, Any]], only: list[str] | None = None
         if only and d["name"] not in only:
             continue
         flow = load_entrypoint(d["entrypoint"])
-        sched = [Cron(s["cron"], timezone=s.get("timezone"), parameters=s.get("parameters") or {})
+        sched = [Cron(s["cron"], timezone=s.get("timezone"), parameters=s.get("parameters") or {},
+                      active=s.get("active", True))
                  for s in (d.get("schedules") or []) if s.get("cron")] if schedules else []
         out.append(flow.to_deployment(name=d["name"], description=d.get("description"), tags=d.get("tags"),
                                       parameters=d.get("parameters") or {}, schedules=sched or None))

@@ -55,6 +55,9 @@ def test_serve_builds_the_same_deployments(spec):
     assert [s.schedule.cron for s in daily.schedules] == ["0 3 * * *"]
     assert daily.flow_name == "pipeline" and "pipeline" in daily.tags
     assert not served["tokens"].schedules
+    assert [s.active for s in daily.schedules] == [True]
+    paused = [{**d, "schedules": [{**s, "active": False} for s in d.get("schedules") or []]} for d in spec]
+    assert [s.active for s in {d.name: d for d in runner_deployments(paused)}["daily"].schedules] == [False]
     only = runner_deployments(spec, only=["tokens"], schedules=False)
     assert [d.name for d in only] == ["tokens"]
     with pytest.raises(ValueError, match="not all found"):

@@ -112,3 +112,20 @@ def test_an_empty_prompt_starts_from_end_of_text(checkpoint):
     assert generate_text(model, tokenizer, "", max_new_tokens=10, seed=1) == generate_text(
         model, tokenizer, "", max_new_tokens=10, seed=1)
     assert float(next_token_distribution(model, tokenizer, "").sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "CKPT", "x", "--top-k", "-1"], "--top-k: must be at least 0"),
+    (["sample", "CKPT", "x", "--temperature", "-0.5"], "--temperature: must be at least 0"),
+    (["sample", "CKPT", "x", "--max-new-tokens", "-3"], "--max-new-tokens: must be at least 0"),
+    (["next-token", "CKPT", "x", "--top-k", "0"], "--top-k: must be at least 1"),
+    (["train", "--run-dir", "RUN", "--max-steps", "0"], "--max-steps: must be at least 1"),
+])
+def test_impossible_sampling_and_training_arguments_are_usage_errors(checkpoint, args, message, capsys):
+    # Before, --top-k -1 reached torch.topk and printed a traceback.
+    _, path = checkpoint
+    args = [path if a in ("CKPT", "RUN") else a for a in args]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
