@@ -49,8 +49,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _print(summary: dict) -> int:
+    """The summary as JSON; exit 1 when a whole input file failed (missing, cut short, unreadable):
+    what was read is kept, and a rerun after the fix reads only the failed files."""
     json.dump(summary, sys.stdout, sort_keys=True)
     sys.stdout.write("\n")
+    failed = summary.get("files_failed", 0)
+    if failed:
+        print(f"error: {failed} of {summary['files']} input files failed as a whole; rerun once fixed: only they "
+              "are read again", file=sys.stderr)
+        for path, why in summary.get("failures", {}).items():
+            print(f"  {path}: {why[:300]}", file=sys.stderr)
+        return 1
     return 0
 
 

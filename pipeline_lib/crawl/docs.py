@@ -216,7 +216,8 @@ class _DocReader:
             return
         names = set(pf.schema_arrow.names)
         if self.text_column not in names:
-            yield self._reject(src, "docs_no_text_column", f"no column {self.text_column!r}; has {sorted(names)[:20]}")
+            yield self._reject(src, "docs_no_text_column", f"no column {self.text_column!r}; has {sorted(names)[:20]} "
+                                   "(name the text column: --text-column, or source.text_column)")
             return
         columns = [c for c in (self.text_column, self.url_column, *DATE_COLUMNS) if c in names]
         index = 0

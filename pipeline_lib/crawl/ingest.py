@@ -281,6 +281,7 @@ def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
     kept: list[dict] = []
     rejected: list[dict] = []
     n_kept = n_rejected = chunk = written = 0
+    failure: str | None = None  # the first whole-file failure, as the summary names it
     started = time.perf_counter()
 
     def flush() -> None:
@@ -299,6 +300,8 @@ def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
             rejected.append(row)
             n_rejected += 1
             file_reasons[row["reject_reason"]] += 1
+            if row["reject_reason"] in FILE_FAILURES and failure is None:
+                failure = f"{row['reject_reason']}: {row.get('detail') or ''}".rstrip(": ")
         if len(kept) + len(rejected) >= records_per_shard:
             flush()
     failed = min(FILE_FAILURES & set(file_reasons), default=None)
@@ -316,7 +319,8 @@ def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
               "records_per_shard": records_per_shard, "reader": _reader_options(job)}
     if failed is None:  # done: a rerun skips it. A failed file is read again by the next run.
         shards.write_bytes_atomic(fs, marker_path, json.dumps(marker, sort_keys=True).encode())
-    return {**marker, "skipped": False, "shards_written": written, "failed": failed}
+    return {**marker, "skipped": False, "shards_written": written, "failed": failed,
+            "failure": failure if failed else None}
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -328,7 +332,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         counters.update(r["counters"])
     skipped = sum(bool(r["skipped"]) for r in results)
     failed = sum(bool(r.get("failed")) for r in results)
-    return {"files": len(results), "files_skipped": skipped, "files_failed": failed,
+    failures = {r["input_file"]: r.get("failure") or r["failed"] for r in results if r.get("failed")}
+    return {"files": len(results), "files_skipped": skipped, "files_failed": failed, "failures": failures,
             "shards": sum(r["num_shards"] for r in results),
             "shards_written": sum(r["shards_written"] for r in results), "kept": sum(r["kept"] for r in results),
             "rejected": sum(r["rejected"] for r in results), "reasons": dict(sorted(reasons.items())),

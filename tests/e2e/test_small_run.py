@@ -68,6 +68,25 @@ def test_documents_flow_through_and_every_rejection_has_a_reason(small_run):
     assert crawled and not [u for u in crawled if "/private/" in u]
 
 
+def test_pandas_polars_and_duckdb_read_each_stage_as_the_readme_shows(small_run):
+    """The README's reads, each tool on every stage: the kept rows, and the rejects beside them."""
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    run_dir = small_run["run_dir"]
+    for stage, (_shards, _rows_in, kept, rejected, reasons) in README_FUNNEL.items():
+        folder = run_dir / stage
+        assert len(pd.read_parquet(folder)) == kept, stage  # a folder: _manifests/, _rejected/ skipped
+        assert pl.read_parquet(f"{folder}/*.parquet").height == kept, stage
+        assert duckdb.sql(f"SELECT count(*) FROM '{folder}/*.parquet'").fetchall() == [(kept,)], stage
+        if rejected:
+            got = dict(duckdb.sql(f"SELECT reject_reason, count(*) FROM '{folder}/_rejected/*.parquet' "
+                                  "GROUP BY 1").fetchall())
+            assert got == reasons, stage
+            assert pl.read_parquet(f"{folder}/_rejected/*.parquet").height == rejected, stage
+
+
 def test_cli_prints_funnel_and_where_outputs_are(small_run):
     out = small_run["proc"].stdout
     assert str(small_run["run_dir"]) in out

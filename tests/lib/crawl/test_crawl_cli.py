@@ -74,3 +74,20 @@ def test_ingest_docs_command(tmp_path, capsys):
     assert main(["ingest-docs", str(tmp_path / "in.parquet"), "--out", out, "--text-column", "body",
                  "--url-column", "link"]) == 0
     assert _last_json(capsys)["docs"] == 2
+
+
+def test_ingest_exits_1_naming_the_count_when_a_whole_input_file_failed(tmp_path, capsys):
+    (tmp_path / "good.jsonl").write_text('{"text": "one doc", "url": "u1"}\n')
+    out = str(tmp_path / "docs")
+    # Before, a missing file was a line in the summary and exit 0: `ingest-docs ... && next-step` carried on.
+    assert main(["ingest-docs", str(tmp_path / "good.jsonl"), str(tmp_path / "missing.jsonl"), "--out", out]) == 1
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["docs"] == 1 and summary["files_failed"] == 1
+    assert "1 of 2 input files failed" in captured.err
+    assert f"{tmp_path / 'missing.jsonl'}: docs_unreadable: FileNotFoundError" in captured.err
+    assert list(summary["failures"]) == [str(tmp_path / "missing.jsonl")]
+    (tmp_path / "missing.jsonl").write_text('{"text": "two doc", "url": "u2"}\n')
+    assert main(["ingest-docs", str(tmp_path / "good.jsonl"), str(tmp_path / "missing.jsonl"), "--out", out]) == 0
+    again = _last_json(capsys)
+    assert again["docs"] == 2 and again["files_skipped"] == 1 and again["files_failed"] == 0  # only the fixed file read
