@@ -45,6 +45,11 @@ def funnel_text(rows: list[dict[str, Any]]) -> str:
     out = [header, "-" * len(header)]
     for r in rows:
         reasons = ", ".join(f"{k}={v}" for k, v in r["reasons"].items())
+        # What PII scrubbing replaced, per entity type (counts only: values never reach a report).
+        scrubbed = {k[4:]: v for k, v in r.get("counters", {}).items() if k.startswith("pii.") and k[4:].isupper()}
+        if scrubbed:
+            note = "scrubbed: " + ", ".join(f"{k}={v:g}" for k, v in sorted(scrubbed.items()))
+            reasons = f"{reasons}; {note}" if reasons else note
         out.append(f"{r['stage']:<14}{r['shards']:>7}{r['rows_in']:>10}{r['kept']:>10}{r['rejected']:>10}  {reasons}")
     return "\n".join(out)
 

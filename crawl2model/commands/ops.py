@@ -120,9 +120,10 @@ def plan_backfill(cfg, partitions: list[str], force: bool) -> list[dict[str, Any
     for p in partitions:
         state = parts.check(cfg, p)
         skip = state.complete and not force
+        note = "already complete (--force to redo)" if skip else \
+            "complete; redone (--force)" if state.complete else state.reason
         rows.append({"partition": p, "run_dir": state.run_dir, "flow_run": None, "flow_run_id": None,
-                     "state": "SKIPPED" if skip else "PENDING",
-                     "note": "already complete (--force to redo)" if skip else state.reason})
+                     "state": "SKIPPED" if skip else "PENDING", "note": note, "forced": force and state.complete})
     return rows
 
 
@@ -197,6 +198,12 @@ def _backfill(args: argparse.Namespace) -> int:
     from flows.common import DATA_ROOT_ENV
 
     from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():  # a temporary embedded server would start, and it has no deployments
+        raise ValueError("backfill submits runs to a Prefect server's deployments, and PREFECT_API_URL is not set: "
+                         "start a server, deploy, start a worker, export PREFECT_API_URL (README: 'From the "
+                         "embedded default to a Prefect server')")
 
     with get_client(sync_client=True) as client:
         try:
@@ -213,7 +220,9 @@ def _backfill(args: argparse.Namespace) -> int:
         if args.data_root:
             parameters["data_root"] = args.data_root
         todo = sum(r["state"] == "PENDING" for r in rows)
-        print(f"crawl2model: backfill of {len(keys)} partitions through {args.deployment}: {todo} to run, "
+        forced = sum(bool(r.get("forced")) for r in rows)
+        print(f"crawl2model: backfill of {len(keys)} partitions through {args.deployment}: {todo} to run"
+              f"{f' ({forced} of them complete, redone by --force)' if forced else ''}, "
               f"{len(keys) - todo} already complete", file=sys.stderr, flush=True)
         flow_name = args.deployment.split("/", 1)[0]
         submit_and_wait(client, deployment.id, flow_name, rows, parameters, args.concurrency, args.poll, args.timeout)

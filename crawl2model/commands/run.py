@@ -45,5 +45,21 @@ def _run(args: argparse.Namespace) -> int:
     train = result.get("train") or {}
     if train.get("checkpoint"):
         print(f"checkpoint: {train['checkpoint']}")
-        print(f'try: crawl2model sample {train["checkpoint"]} "The garden"')
+        print(f'try: {own_command()} sample {train["checkpoint"]} "The garden"')
     return 0
+
+
+def own_command() -> str:
+    """How to call this CLI from the current shell: ``crawl2model`` when PATH finds this one, else its
+    path (``.venv/bin/crawl2model`` after ``make run``, whose venv is not activated)."""
+    import os
+    import shutil
+
+    script = os.path.join(os.path.dirname(sys.executable), "crawl2model")
+    if not os.path.exists(script):
+        return "crawl2model"
+    found = shutil.which("crawl2model")
+    if found and os.path.samefile(found, script):
+        return "crawl2model"
+    rel = os.path.relpath(script)
+    return rel if not rel.startswith("..") else script

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 import pipeline_lib.sample_site
 from pipeline_lib.schema import STAGES
-from tests.e2e.support import run_cli
+from tests.e2e.support import REPO, run_cli
 
 SHARD_STAGES = STAGES[:-1]  # 00_crawl .. 07_tokens
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
@@ -29,6 +29,7 @@ README_FUNNEL = {
     "06_pii": (5, 28, 28, 0, {}),
     "07_tokens": (5, 28, 28, 0, {}),
 }
+README_NOTES = {"06_pii": "scrubbed: EMAIL_ADDRESS=5, IP_ADDRESS=1, PHONE_NUMBER=5"}  # after the reasons
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -94,9 +95,23 @@ def test_cli_prints_funnel_and_where_outputs_are(small_run):
     lines = out.splitlines()
     assert re.search(r"^stage\s+shards\s+rows in\s+kept\s+rejected\s+reasons$", out, re.M), out
     for stage, (shards_, rows_in, kept, rejected, reasons) in README_FUNNEL.items():
-        text = ", ".join(f"{k}={v}" for k, v in reasons.items())
+        text = "; ".join(t for t in (", ".join(f"{k}={v}" for k, v in reasons.items()), README_NOTES.get(stage)) if t)
         pattern = rf"^{stage}\s+{shards_}\s+{rows_in}\s+{kept}\s+{rejected}" + (rf"\s+{re.escape(text)}$" if text else r"\s*$")
         assert [l for l in lines if re.fullmatch(pattern, l.rstrip())], f"no funnel row {pattern!r} in:\n{out}"
+
+
+def test_the_suggested_sample_command_runs_as_printed(small_run):
+    import shlex
+    import subprocess
+
+    (line,) = [l for l in small_run["proc"].stdout.splitlines() if l.startswith("try: ")]
+    command = shlex.split(line.removeprefix("try: "))
+    # `make run` does not activate the venv: the hint names a command this shell can find.
+    assert command[0] != "crawl2model" or shutil.which("crawl2model")
+    proc = subprocess.run(command + ["--max-new-tokens", "5", "--seed", "1"], cwd=REPO,  # where the run was started
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("The garden")
 
 
 def test_inspect_json_shows_the_readme_funnel(small_run):

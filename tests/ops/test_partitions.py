@@ -118,8 +118,9 @@ def test_backfill_plan_skips_complete_partitions_unless_forced(tmp_path):
     rows = plan_backfill(cfg, ["2026-11-01", "2026-11-02", "2026-11-03"], force=False)
     assert [r["state"] for r in rows] == ["SKIPPED", "PENDING", "PENDING"]
     assert "1 of 2 shards" in rows[1]["note"] and "no input shards" in rows[2]["note"]
-    forced = plan_backfill(cfg, ["2026-11-01"], force=True)
-    assert forced[0]["state"] == "PENDING"
+    forced = plan_backfill(cfg, ["2026-11-01", "2026-11-02"], force=True)
+    assert [r["state"] for r in forced] == ["PENDING", "PENDING"]
+    assert forced[0]["note"] == "complete; redone (--force)" and forced[0]["forced"] and not forced[1]["forced"]
     table = format_table(rows).splitlines()
     assert table[0].split() == ["partition", "flow_run", "state", "note"]
     assert table[1].startswith("2026-11-01") and "SKIPPED" in table[1]
@@ -149,3 +150,13 @@ def test_backfill_checks_completeness_where_the_deployment_runs_will_write():
         backfill_target("pipeline/daily", {}, None, None, None)
     with pytest.raises(ValueError, match="sets run_dir"):
         backfill_target("pipeline/daily", {"config_path": "c.yaml", "run_dir": "/one/dir/p"}, None, None, None)
+
+
+def test_backfill_without_a_server_says_what_it_needs_in_one_line(monkeypatch, capsys):
+    from crawl2model.cli import main
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    # Before: a temporary server started, had no deployments, and a 30-line traceback followed.
+    assert main(["backfill", "--partitions", "2026-11-01"]) == 2
+    err = capsys.readouterr().err
+    assert "PREFECT_API_URL is not set" in err and "Traceback" not in err
