@@ -17,27 +17,59 @@ def funnel(fs, run_dir: str) -> list[dict[str, Any]]:
     """One row per stage that has shards: rows in, kept, rejected, reasons, counters, seconds."""
     rows = []
     for stage in STAGES:
-        d = shards.join(run_dir, stage)
-        names = shards.list_shards(fs, d)
-        if not names:
-            continue
-        totals: Counter[str] = Counter()
-        seconds = 0.0
-        for name in names:
-            manifest = shards.load_manifest(fs, d, name)  # a malformed one raises ShardError naming it
-            if manifest is None:  # removed between listing and reading (a rerun is replacing it)
-                continue
-            totals.update({k: v for k, v in manifest["counters"].items()
-                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
-            secs = manifest.get("seconds", 0.0)
-            seconds += secs if isinstance(secs, (int, float)) and not isinstance(secs, bool) else 0.0
-        reasons = {k.split(".", 1)[1]: int(v) for k, v in sorted(totals.items()) if k.startswith("rejected.")}
-        other = {k: v for k, v in sorted(totals.items())
-                 if k not in ("rows_in", "kept", "rejected") and not k.startswith("rejected.")}
-        rows.append({"stage": stage, "shards": len(names), "rows_in": int(totals["rows_in"]),
-                     "kept": int(totals["kept"]), "rejected": int(totals["rejected"]),
-                     "reasons": reasons, "counters": other, "seconds": round(seconds, 3)})
+        row = stage_row(fs, shards.join(run_dir, stage), stage)
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def stage_row(fs, d: str, stage: str) -> dict[str, Any] | None:
+    """The funnel row of one stage folder (any folder of shards, e.g. an ingest-warc output); None
+    when it has no shards."""
+    names = shards.list_shards(fs, d)
+    if not names:
+        return None
+    totals: Counter[str] = Counter()
+    seconds = 0.0
+    for name in names:
+        manifest = shards.load_manifest(fs, d, name)  # a malformed one raises ShardError naming it
+        if manifest is None:  # removed between listing and reading (a rerun is replacing it)
+            continue
+        totals.update({k: v for k, v in manifest["counters"].items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        secs = manifest.get("seconds", 0.0)
+        seconds += secs if isinstance(secs, (int, float)) and not isinstance(secs, bool) else 0.0
+    reasons = {k.split(".", 1)[1]: int(v) for k, v in sorted(totals.items()) if k.startswith("rejected.")}
+    other = {k: v for k, v in sorted(totals.items())
+             if k not in ("rows_in", "kept", "rejected") and not k.startswith("rejected.")}
+    return {"stage": stage, "shards": len(names), "rows_in": int(totals["rows_in"]),
+            "kept": int(totals["kept"]), "rejected": int(totals["rejected"]),
+            "reasons": reasons, "counters": other, "seconds": round(seconds, 3)}
+
+
+def run_dirs_below(fs, root: str, depth: int = 2) -> list[str]:
+    """Run dirs (folders holding a stage folder) up to ``depth`` levels below ``root``, relative to it:
+    what `inspect data/runs/small` should have been pointed at."""
+    found: list[str] = []
+    level = [""]
+    for _ in range(depth):
+        below = []
+        for rel in level:
+            try:
+                entries = fs.ls(fs._strip_protocol(shards.join(root, rel) if rel else root), detail=True)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for e in entries:
+                leaf = e["name"].rstrip("/").rsplit("/", 1)[-1]
+                if e.get("type") != "directory" or leaf.startswith(("_", ".")):
+                    continue
+                sub = f"{rel}/{leaf}" if rel else leaf
+                if any(fs.exists(fs._strip_protocol(shards.join(root, sub, stage))) for stage in STAGES):
+                    found.append(sub)
+                else:
+                    below.append(sub)
+        level = below
+    return sorted(found)
 
 
 def funnel_text(rows: list[dict[str, Any]]) -> str:

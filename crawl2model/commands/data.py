@@ -20,13 +20,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                             help='fsspec options for a remote run dir, e.g. \'{"client_kwargs": {"endpoint_url": "..."}}\'')
 
 
+def _no_shards(fs, path: str) -> None:
+    from pipeline_lib import report
+
+    below = report.run_dirs_below(fs, path)
+    hint = f"; run dirs below it: {', '.join(below[:10])}{' ...' if len(below) > 10 else ''}" if below else ""
+    print(f"error: no shards under {path}{hint}", file=sys.stderr)
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from pipeline_lib import report, shards
 
     fs = shards.filesystem(args.run_dir, args.storage_options)
     rows = report.funnel(fs, args.run_dir)
+    if not rows:  # a folder of shards itself (e.g. an ingest-warc --out), not a run dir
+        row = report.stage_row(fs, args.run_dir, args.run_dir.rstrip("/").rsplit("/", 1)[-1])
+        rows = [row] if row else []
     if not rows:
-        print(f"error: no shards under {args.run_dir}", file=sys.stderr)
+        _no_shards(fs, args.run_dir)
         return 1
     if args.json:
         json.dump({"run_dir": args.run_dir, "stages": rows}, sys.stdout)
@@ -40,10 +51,13 @@ def _verify(args: argparse.Namespace) -> int:
     from pipeline_lib import report, shards
 
     fs = shards.filesystem(args.run_dir, args.storage_options)
-    if not report.has_shards(fs, args.run_dir):
-        print(f"error: no shards under {args.run_dir}", file=sys.stderr)
+    if report.has_shards(fs, args.run_dir):
+        problems = report.verify_run(fs, args.run_dir)
+    elif shards.list_shards(fs, args.run_dir):  # a folder of shards itself
+        problems = shards.verify_stage_dir(fs, args.run_dir)
+    else:
+        _no_shards(fs, args.run_dir)
         return 1
-    problems = report.verify_run(fs, args.run_dir)
     for p in problems:
         print(p)
     if problems:

@@ -96,3 +96,22 @@ def test_wrongly_shaped_manifest_via_the_real_cli_has_no_traceback(tmp_path):
     inspect = run_cli(["inspect", str(run)], tmp_path, timeout=120)
     assert inspect.returncode == 2 and f"{victim}: not a valid manifest" in inspect.stderr
     assert "Traceback" not in verify.stderr + inspect.stderr
+
+
+def test_inspect_and_verify_read_a_folder_of_shards_and_point_from_a_parent_to_its_run_dirs(tmp_path, capsys):
+    run = _run(tmp_path / "runs" / "small")  # tmp/runs/small/run/03_langid
+    stage_dir = str(run / STAGE)
+    # A folder of shards itself (what ingest-warc --out writes): before, "no shards under" it.
+    assert main(["inspect", stage_dir, "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["stages"]
+    assert (row["stage"], row["shards"], row["kept"]) == (STAGE, 2, 6)
+    assert main(["verify", stage_dir]) == 0
+    capsys.readouterr()
+    Path(stage_dir, "part-00001.parquet").write_bytes(b"flipped")
+    assert main(["verify", stage_dir]) == 1
+    assert "part-00001" in capsys.readouterr().out
+    # One level too high: the error names the run dirs below.
+    assert main(["inspect", str(tmp_path / "runs")]) == 1
+    assert "run dirs below it: small/run" in capsys.readouterr().err
+    assert main(["verify", str(tmp_path / "runs" / "small")]) == 1
+    assert "run dirs below it: run" in capsys.readouterr().err
