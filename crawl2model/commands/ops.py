@@ -194,11 +194,10 @@ def _backfill(args: argparse.Namespace) -> int:
     keys = parts.select(args.start, args.end, args.partitions)
 
     from prefect.client.orchestration import get_client
-
-    from flows.common import DATA_ROOT_ENV
-
     from prefect.exceptions import ObjectNotFound
     from prefect.settings import PREFECT_API_URL
+
+    from flows.common import DATA_ROOT_ENV
 
     if not PREFECT_API_URL.value():  # a temporary embedded server would start, and it has no deployments
         raise ValueError("backfill submits runs to a Prefect server's deployments, and PREFECT_API_URL is not set: "

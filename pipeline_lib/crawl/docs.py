@@ -11,7 +11,8 @@ row group is read; a date that does not convert becomes null; a lone surrogate (
 or invalid UTF-8 in a text becomes U+FFFD (counter ``docs.invalid_unicode_repaired``). A ``.json``
 file that opens with ``[`` is one JSON array of documents (rejected as ``docs_too_large`` over
 MAX_JSON_ARRAY_BYTES); one whose first line is not a whole object may be one pretty-printed
-document; any other ``.json`` file is read as JSONL (C4 names its JSONL files ``.json.gz``). Any error while building one row rejects that row (``bad_row``).
+document; any other ``.json`` file is read as JSONL (C4 names its JSONL files ``.json.gz``). Any
+error while building one row rejects that row (``bad_row``).
 """
 
 from __future__ import annotations
