@@ -26,6 +26,9 @@ Inputs are built from the real pages in ../shared/data/extraction (91 article pa
   4.56 million domains; loading it is reported as ``urlfilter_setup_s``, not per document).
 - ``extract.f1`` is the scrapinghub benchmark F1 of each side's texts on these pages; ``kept``
   counts let you check both sides did the same work.
+- ``datatrove.quality_verdicts``: both quality chains judge the same real texts one by one (the
+  extracted articles, the near-duplicate set, Tiny Shakespeare in 3,000-character chunks): how
+  many verdicts (keep or reject) agree, and which side keeps the ones that differ.
 
 Timing: one core, best of --repeats; ``cpu_s`` counts CPU seconds of this process, its reaped
 children (datatrove's extraction sandbox) and live helpers (our extractor's helper process, read
@@ -225,6 +228,40 @@ def run_in_process(inputs: dict, repeats: int, block_files: list[str]) -> tuple[
     return ours, plain, texts
 
 
+def verdict_texts(extracted: list[str]) -> list[dict]:
+    """Real texts both quality chains judge one by one: the extracted articles, the near-duplicate
+    set's texts and 3,000-character chunks of Tiny Shakespeare (whichever of ../shared/data exist)."""
+    texts = [t for t in extracted if t]
+    near = SHARED / "dedup" / "near_dups.jsonl"
+    if near.is_file():
+        texts += [json.loads(line)["text"] for line in near.read_text(encoding="utf-8").splitlines() if line.strip()]
+    shakespeare = SHARED / "corpus" / "tinyshakespeare_input.txt"
+    if shakespeare.is_file():
+        play = shakespeare.read_text(encoding="utf-8")
+        texts += [play[i:i + 3000] for i in range(0, min(len(play), 300_000), 3000)]
+    return [{"id": f"v{i}", "url": f"https://example.test/v{i}", "text": t} for i, t in enumerate(texts) if t.strip()]
+
+
+def ours_kept_ids(docs: list[dict]) -> list[str]:
+    """Ids the quality stage keeps, with the pipeline's default chain (FineWeb's)."""
+    import pyarrow as pa
+
+    from pipeline_lib.config import parse_config
+    from pipeline_lib.quality import QualityStage
+
+    table = pa.table({k: [d[k] for d in docs] for k in ("id", "url", "text")})
+    return QualityStage(parse_config({})).process(table).kept.column("id").to_pylist()
+
+
+def verdict_agreement(docs: list[dict], ours: list[str], theirs: list[str]) -> dict:
+    ours_set, theirs_set = set(ours), set(theirs)
+    both = ours_set & theirs_set
+    neither = len(docs) - len(ours_set | theirs_set)
+    return {"docs": len(docs), "same_verdict": len(both) + neither, "both_keep": len(both), "both_reject": neither,
+            "only_ours_keep": len(ours_set - theirs_set), "only_datatrove_keeps": len(theirs_set - ours_set),
+            "agreement": round((len(both) + neither) / len(docs), 4) if docs else None}
+
+
 def gold_f1(pages: list[dict], texts: list[str | None]) -> float:
     """The scrapinghub benchmark F1 of these extractions (see pipeline_lib.evaluate.metrics)."""
     from pipeline_lib.evaluate.metrics import extraction_scores, shingle_match
@@ -306,6 +343,12 @@ for step in quality:
     results["quality." + type(step).__name__], _ = measure(docs, [step], len(data["docs"]), repeats=1)
 results["chain"], kept["chain"] = measure(pages, [url_filter, extractor, language, *quality], len(data["pages"]))
 results["kept"] = kept
+# One by one, the texts both chains judge: which ids FineWeb's quality filters keep.
+judged = [Document(text=d["text"], id=d["id"], metadata={"url": d["url"]}) for d in data["verdict_docs"]]
+stream = iter(judged)
+for step in quality:
+    stream = step.run(stream, 0, 1)
+results["quality_kept_ids"] = [doc.id for doc in stream]
 print(json.dumps(results))
 '''
 
@@ -316,7 +359,7 @@ def run_datatrove(python: Path, inputs: dict, texts: list[str], repeats: int) ->
     payload = OUT / "datatrove-input.json"
     payload.write_text(json.dumps({"pages": inputs["pages"], "urls": inputs["urls"],
                                    "docs": make_docs(texts, inputs["n_docs"]), "repeats": repeats,
-                                   "lid_model": default_model_path()}))
+                                   "lid_model": default_model_path(), "verdict_docs": verdict_texts(texts)}))
     runner = OUT / "datatrove_runner.py"
     runner.write_text(DATATROVE_RUNNER)
     env = {**os.environ, "HF_HOME": str(OUT / "hf-home"), "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1",
@@ -373,6 +416,9 @@ def main() -> int:
     theirs = run_datatrove(python, inputs, texts, args.repeats) if python else {
         "skipped": "--no-datatrove" if args.no_datatrove else datatrove_error}
     stages = ("urlfilter", "extract", "langid", "quality", "chain")
+    if isinstance(theirs.get("quality_kept_ids"), list):
+        docs = verdict_texts(texts)
+        theirs["quality_verdicts"] = verdict_agreement(docs, ours_kept_ids(docs), theirs.pop("quality_kept_ids"))
     ratios = {
         "ours_vs_plain": {s: ratio(ours[s]["docs_per_s"], plain[s]["docs_per_s"]) for s in stages if s in plain},
         "ours_vs_datatrove": {s: ratio(ours[s]["docs_per_s"], theirs.get(s, {}).get("docs_per_s"))

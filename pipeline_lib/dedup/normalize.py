@@ -3,8 +3,8 @@
 Two copies of a page that differ only in case, punctuation, digits or spacing should look the
 same to dedup, so both the exact hash and the MinHash shingles are taken over the normalised
 text: NFKC, lowercase, every run of digits -> "0", apostrophes dropped ("don't" == "dont"),
-every other character that is not a letter or digit (and "_") separates words, words joined by
-one space. ``normalize_reference`` says exactly that with four regexes; ``normalize_bytes`` gives
+every other character that is not a letter, digit or combining mark (and "_") separates words
+(``काम`` stays one word), words joined by one space. ``normalize_reference`` says exactly that with four regexes; ``normalize_bytes`` gives
 the same bytes ~5x faster by doing the ASCII part with one ``bytes.translate`` and leaving the
 regexes only the (rare) non-ASCII separators and digits. A test checks the two agree.
 """
@@ -15,12 +15,15 @@ import hashlib
 import re
 import unicodedata
 
+from pipeline_lib.unicode_marks import MARKS
+
 # Bump when the normalisation changes: persistent index entries of another version never match.
-NORMALIZATION_VERSION = 1
+NORMALIZATION_VERSION = 2  # 2: combining vowel signs stay inside their word
 
 _APOSTROPHES = re.compile(r"['\u2019\u02bc`]")
 _DIGITS = re.compile(r"\d+")
-_NON_WORD = re.compile(r"[\W_]+")  # \w minus "_": letters and digits of every script
+# Not a letter, digit or combining mark of any script ("_" included): a word separator.
+_NON_WORD = re.compile(rf"(?:[^\w{MARKS}]|_)+")
 
 # Fast path. Bytes: ASCII digits -> "0", ASCII letters kept, other ASCII -> space, and every
 # byte >= 0x80 kept as is (UTF-8 sequences of non-ASCII letters pass through untouched).
@@ -29,7 +32,7 @@ _BYTE_TABLE = bytes(
 )
 _ASCII_APOSTROPHES = b"'`"
 _ZERO_RUNS = re.compile(rb"0{2,}")  # UTF-8 never uses byte 0x30 inside a multi-byte sequence
-_NON_ASCII_NON_WORD = re.compile(r"[^\x00-\x7f\w]+")
+_NON_ASCII_NON_WORD = re.compile(rf"[^\x00-\x7f\w{MARKS}]+")
 _NON_ASCII_DIGITS = re.compile(r"[^\x00-\x7f\D]")
 
 

@@ -9,10 +9,12 @@ Tokens come from one regex pass, where datatrove runs spaCy's tokenizer (tens of
 document) for the same signals. They imitate spaCy's English tokens closely enough for FineWeb's
 thresholds (on the 91 real articles in ../shared/data the alpha-word fraction is within 0.005 of
 spaCy's on average): ``\w+`` runs, kept whole across separators inside numbers (``1,000.5``,
-``10:30``) and dots before a lowercase letter (``cu.ft``); clitics split off (``it`` + ``’s``);
-initials and dotted abbreviations (``A.``, ``U.S.``) and URLs are one token; every other
-punctuation character is a token, except ``...``. "Words" are the tokens that are not punctuation
-(datatrove's non-symbol words).
+``10:30``, ``2–3``, ``COVID-19``) and dots before a lowercase letter (``cu.ft``); clitics split
+off (``it`` + ``’s``); initials and dotted abbreviations (``A.``, ``U.S.``), spaCy's abbreviation
+exceptions (``Mr.``, ``St.``, ``Jan.``: ABBREVIATIONS) and URLs are one token; combining vowel
+signs stay inside their word (``राजेश``); every other punctuation character is a token, except
+``...`` and dash runs (``--``). "Words" are the tokens that are not punctuation (datatrove's
+non-symbol words).
 """
 
 from __future__ import annotations
@@ -24,12 +26,24 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from pipeline_lib.unicode_marks import MARKS
+
+# Abbreviations spaCy's English tokenizer keeps whole with their dot (its tokenizer exceptions):
+# titles, company suffixes, months. Each is one word token here too, and its dot ends no sentence.
+ABBREVIATIONS = ("Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Prof", "Gen", "Gov", "Sen", "Rep", "Rev", "Adm",
+                 "Inc", "Ltd", "Co", "co", "Corp", "Bros", "Messrs", "Mt", "vs", "Jan", "Feb", "Mar", "Apr", "Jun",
+                 "Jul", "Aug", "Sep", "Sept", "Oct", "Nov", "Dec")
+_ABBREV = "|".join(sorted(ABBREVIATIONS, key=len, reverse=True))
+_W = rf"[\w{MARKS}]"  # a letter or digit of any script, combining vowel signs included
+
 TOKEN_RE = re.compile(
     r"(?:https?://|www\.)[^\s<>\"']+"  # a URL
+    rf"|(?<![\w.])(?:{_ABBREV})\.(?![\w.])"  # Mr., St., Jan.
     r"|(?:[A-Za-z]\.)+(?![\w.])"  # initials, U.S., e.g.
-    r"|\w+(?:[.,:]\d+|\.[a-z]\w*)*"  # a word or number
-    r"|(?<=\w)['’]\w+"  # a clitic: 's, 'll, 't
-    r"|\.\.\.|[^\w\s]"  # punctuation
+    rf"|{_W}+(?:[.,:]\d+|\.[a-z]{_W}*|–\d{_W}*|(?<=[^\W\d_])-\d{_W}*)*"  # a word or number: 1,000.5 2–3 COVID-19
+    rf"|(?<=\w)['’]{_W}+"  # a clitic: 's, 'll, 't
+    r"|(?<![\w'’])['’](?:em|cause)(?![\w'’])"  # elisions spaCy keeps whole
+    rf"|\.\.\.|-{{2,}}|[^\w\s{MARKS}]"  # punctuation; "..." and "--" are one token each
 )
 
 # Endings of a line of prose: sentence terminals (ASCII, CJK, Devanagari, Arabic, Armenian,
@@ -69,9 +83,9 @@ class Doc:
     def words(self) -> list[str]:
         """Tokens that are not punctuation."""
         if self._words is None:
-            # Punctuation tokens are single characters (or "..."), so most tokens are told apart by
-            # their first character without a call per token.
-            self._words = [t for t in self.tokens if t[0].isalnum() or t[0] == "_" or (len(t) > 1 and t != "...")]
+            # Punctuation tokens are single characters, "..." or dash runs, so tokens are told apart
+            # by their first and last characters without a call per token.
+            self._words = [t for t in self.tokens if t[0].isalnum() or t[0] == "_" or (len(t) > 1 and t[-1] not in ".-")]
         return self._words
 
     @property

@@ -7,7 +7,9 @@ whole document is rejected for "lorem ipsum" or a curly bracket, or when fewer t
 ``min_sentences`` sentences remain. The kept lines, joined by newlines, replace the text.
 
 Sentences are counted without a sentence splitter model: each terminal-punctuation mark followed by
-whitespace or the end of the line ends one, and a kept line that ends without one is one more.
+whitespace or the end of the line ends one, except the dot of an abbreviation spaCy keeps whole
+(``Mr.``, ``St.``, ``Jan.``) or of an initial (``J.``, ``U.S.``), and a kept line that ends without
+one is one more.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from pipeline_lib.filters import TOKEN_RE, Doc, QualityFilter
+from pipeline_lib.filters import ABBREVIATIONS, TOKEN_RE, Doc, QualityFilter
 
 _CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]", re.IGNORECASE)
 _LINE_END = (".", "?", "!", '"', "'", "”", "’")
 _SENTENCE_END = re.compile(r"[.!?。！？]+[\"'”’)\]]*(?=\s|$)")
+# A lone dot right after an abbreviation spaCy keeps whole (Mr., St., Jan.) or an initial (J., U.S.)
+# ends no sentence, as in spaCy's sentencizer, which datatrove's C4 filter counts with.
+_NOT_AN_END = re.compile(rf"(?<![\w.])(?:{'|'.join(ABBREVIATIONS)}|(?:[A-Za-z]\.)*[A-Za-z])\.(?=\s|$)")
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
@@ -83,8 +88,9 @@ class C4(QualityFilter):
         for rule, n in removed.items():
             counters[f"quality.c4_line_{rule}"] += n
         new_text = "\n".join(kept)
-        n_sentences = len(_SENTENCE_END.findall(new_text))
-        n_sentences += sum(1 for line in kept if not _SENTENCE_END.search(line[-3:]))
+        n_sentences = len(_SENTENCE_END.findall(new_text)) - len(_NOT_AN_END.findall(new_text))
+        # A kept line that does not end a sentence is one more (an abbreviation at its end included).
+        n_sentences += sum(1 for line in kept if not _SENTENCE_END.search(line[-3:]) or _NOT_AN_END.search(line[-12:]))
         signals["q_c4_sentences"] = n_sentences
         if p.min_sentences and n_sentences < p.min_sentences:
             return "c4_too_few_sentences"

@@ -255,6 +255,37 @@ def test_tokens_imitate_spacy_english():
     assert doc.words == ["Well", "known", "A.", "Smith", "said", "yes"]
 
 
+def test_tokens_keep_spacys_abbreviations_dashes_ranges_and_vowel_signs_whole():
+    # Each of these once made extra punctuation tokens, pushing the alpha-word fraction under 0.8
+    # for prose datatrove keeps (or split Hindi words at every vowel sign).
+    assert Doc("Mr. Lee and Dr. Roe met at St. Paul's in Jan. -- and co. vs. Inc.").tokens == [
+        "Mr.", "Lee", "and", "Dr.", "Roe", "met", "at", "St.", "Paul", "'s", "in", "Jan.", "--", "and", "co.", "vs.",
+        "Inc."]
+    assert Doc("COVID-19 for 2–3 days, 2-3 well-known ---").tokens == [
+        "COVID-19", "for", "2–3", "days", ",", "2", "-", "3", "well", "-", "known", "---"]
+    assert Doc("'tis 'em 'cause").tokens == ["'", "tis", "'em", "'cause"]
+    doc = Doc("राजेश ने काम किया। กินข้าว")
+    assert doc.tokens == ["राजेश", "ने", "काम", "किया", "।", "กินข้าว"]
+    assert doc.words == ["राजेश", "ने", "काम", "किया", "กินข้าว"]
+    assert Doc("a -- b ... c").words == ["a", "b", "c"]
+
+
+def test_abbreviations_and_initials_end_no_c4_sentence():
+    # spaCy's sentencizer (datatrove's C4 count) splits after none of these dots.
+    text = "Mr. Lee met J. Smith and Dr. Roe at St. Paul in Jan. with the U.S. team. Then they left."
+    assert signal(text, [{"name": "c4", "min_words_per_line": 0}], "q_c4_sentences") == 2
+    assert signal("See Fig. 3 and No. 5. Done.", [{"name": "c4", "min_words_per_line": 0}], "q_c4_sentences") == 4
+
+
+def test_hindi_prose_is_not_rejected_for_short_words(shared_data):
+    path = shared_data / "langid" / "hi.txt"
+    if not path.is_file():
+        pytest.skip("langid/hi.txt missing")
+    text = " ".join(path.read_text(encoding="utf-8").split("\n")[:12])
+    mean = signal(text, [{"name": "gopher_quality"}], "q_mean_word_len")
+    assert mean >= 3, mean  # 1.43 when vowel signs split words
+
+
 def test_rejected_rows_keep_their_input_text():
     text = "Short\n" + " ".join(sentences(2))
     result = run([text], [{"name": "c4"}])

@@ -19,6 +19,8 @@ def test_normalisation_folds_case_punctuation_digits_and_spacing():
     assert normalize_bytes("Ｆｕｌｌ\u00a0width ①") == b"full width 0"  # NFKC
     assert normalize_bytes("Größe: ٣٤ Äpfel") == b"gr\xc3\xb6\xc3\x9fe 0 \xc3\xa4pfel"
     assert normalize_bytes(None) == normalize_bytes("") == normalize_bytes(" ¡¿… ") == b""
+    # Vowel signs are part of their word, not separators ("काम" was "क म").
+    assert normalize_bytes("राजेश ने काम किया।").decode() == "राजेश ने काम किया"
 
 
 @settings(max_examples=400, deadline=None)
