@@ -88,21 +88,29 @@ def check(cfg: PipelineConfig, partition: str) -> Completeness:
     """Is this partition's run finished? Every WARC or document input file read to its end, token
     shards for every input shard, and training done.
 
-    The tokens stage is the last per-shard stage, and its manifests are written last, so "one
-    token manifest per shard of its input" means every earlier stage finished for this partition.
-    Training writes ``done.json`` last.
+    Every per-shard stage that runs is checked against its input, down the chain: a shard for each
+    input shard, and no shard left without its manifest. (Checking only the tokens stage missed a
+    shard dropped upstream, e.g. by two runs of the partition at once.) Training writes
+    ``done.json`` last.
     """
     pcfg = for_partition(cfg, partition)
     run_dir = pcfg.run_dir
     fs = pipeline.fs_for(pcfg, run_dir)
     missing: list[str] = []
-    tokens_dir = pipeline.stage_dir(run_dir, "tokens")
-    inputs = shards.list_shards(fs, pipeline.input_dir(pcfg, run_dir, "tokens"))
-    done = set(shards.list_shards(fs, tokens_dir))
-    if not inputs:
-        missing.append("07_tokens: no input shards")
-    elif not set(inputs) <= done:
-        missing.append(f"07_tokens: {len(set(inputs) & done)} of {len(inputs)} shards")
+    source = pipeline.source_dir(pcfg, run_dir)
+    if not shards.list_shards(fs, source):
+        missing.append(f"{source.rstrip('/').rsplit('/', 1)[-1]}: no shards")
+    for key in pipeline.ORDER[1:-1]:  # urlfilter .. tokens
+        out = pipeline.stage_dir(run_dir, key)
+        if out == source or not pipeline.enabled(pcfg, key):
+            continue
+        inputs = set(shards.list_shards(fs, pipeline.input_dir(pcfg, run_dir, key)))
+        done = set(shards.list_shards(fs, out))
+        stage = out.rstrip("/").rsplit("/", 1)[-1]
+        if not inputs <= done:
+            missing.append(f"{stage}: {len(inputs & done)} of {len(inputs)} shards")
+        elif set(shards.list_data_names(fs, out)) - done:
+            missing.append(f"{stage}: shards without a manifest (being written, or cut short)")
     if pcfg.source.kind != "crawl":  # WARC or document files: each one read to its end
         from pipeline_lib.crawl.ingest import unfinished_inputs
 

@@ -86,9 +86,19 @@ def fs_for(cfg: PipelineConfig, path: str):
 
 
 def list_input_shards(ref: ConfigRef, run_dir: str, key: str) -> list[str]:
+    """The input stage's complete shards; a ShardError when some are still being written (another
+    run of this partition is redoing that stage) or were cut short: skipping them would lose
+    their documents without a trace."""
     cfg = ref.load()
     d = input_dir(cfg, run_dir, key)
-    return shards.list_shards(fs_for(cfg, d), d)
+    fs = fs_for(cfg, d)
+    names = shards.list_shards(fs, d)
+    unfinished = sorted(set(shards.list_data_names(fs, d)) - set(names))
+    if unfinished:
+        raise shards.ShardError(f"{d}: {len(unfinished)} shards without a manifest ({', '.join(unfinished[:5])}): "
+                                "being written by another run of this partition, or cut short; run the stage "
+                                "that writes them to the end first")
+    return names
 
 
 def begin_stage(ref: ConfigRef, run_dir: str, key: str) -> list[str]:
@@ -102,7 +112,10 @@ def begin_stage(ref: ConfigRef, run_dir: str, key: str) -> list[str]:
     shards.remove_temp_files(fs, d)
     in_dir = input_dir(cfg, run_dir, key)
     in_stage = in_dir.rstrip("/").rsplit("/", 1)[-1]
-    inputs = set(shards.list_shards(fs_for(cfg, in_dir), in_dir))
+    in_fs = fs_for(cfg, in_dir)
+    # An input shard whose manifest is missing but whose data file is there is being rewritten (the
+    # manifest goes first), not gone: its outputs stay.
+    inputs = set(shards.list_shards(in_fs, in_dir)) | set(shards.list_data_names(in_fs, in_dir))
     outputs = [d] + ([shards.join(d, "_signatures")] if key == "dedup" else [])
     removed = []
     for out in outputs:

@@ -210,10 +210,12 @@ def build_manifest(
 
 def load_manifest(fs, stage_dir: str, name: str) -> dict[str, Any] | None:
     path = manifest_path(stage_dir, name)
-    if not exists(fs, path):
+    try:
+        raw = read_bytes(fs, path)
+    except (FileNotFoundError, NotADirectoryError):  # incomplete shard (or removed since it was listed)
         return None
     try:
-        manifest = json.loads(read_bytes(fs, path))
+        manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ShardError(f"{path}: manifest is not valid JSON ({e})") from None
     problem = _manifest_shape_problem(manifest)
@@ -253,8 +255,9 @@ def list_manifests(fs, stage_dir: str) -> list[str]:
     if not fs.exists(base):
         return []
     leaves = (p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))
-    return sorted((leaf[: -len(MANIFEST_SUFFIX)] for leaf in leaves if leaf.endswith(MANIFEST_SUFFIX)),
-                  key=_name_order)
+    # A ``.tmp-*`` manifest is a write in flight (or killed), not a manifest.
+    return sorted((leaf[: -len(MANIFEST_SUFFIX)] for leaf in leaves
+                   if leaf.endswith(MANIFEST_SUFFIX) and not leaf.startswith(".tmp-")), key=_name_order)
 
 
 def _name_order(name: str) -> tuple[str, int, str]:
@@ -266,6 +269,17 @@ def _name_order(name: str) -> tuple[str, int, str]:
 def list_shards(fs, stage_dir: str) -> list[str]:
     """Names of the complete shards (those with a manifest) of a stage, sorted."""
     return [n for n in list_manifests(fs, stage_dir) if n.startswith("part-")]
+
+
+def list_data_names(fs, stage_dir: str) -> list[str]:
+    """Names of the shards whose data file is in the stage folder, complete or not (a shard being
+    written, or whose write was killed, has its data file and no manifest yet)."""
+    base = _strip(fs, stage_dir)
+    if not fs.exists(base):
+        return []
+    leaves = (p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False))
+    return sorted((leaf[: -len(".parquet")] for leaf in leaves if leaf.startswith("part-") and leaf.endswith(".parquet")),
+                  key=_name_order)
 
 
 def read_verified(fs, stage_dir: str, name: str, which: str = "kept", columns: list[str] | None = None,
@@ -297,7 +311,10 @@ def read_verified(fs, stage_dir: str, name: str, which: str = "kept", columns: l
 
 
 def verify_stage_dir(fs, stage_dir: str) -> list[str]:
-    """Re-check every shard of a stage; returns a list of problems (empty = all good)."""
+    """Re-check every shard of a stage; returns a list of problems (empty = all good).
+
+    A shard found wrong is looked at once more: when its manifest changed or went meanwhile, a run
+    is rewriting it (the old manifest goes first, the new one comes last) and that is no problem."""
     problems = []
     for name in list_manifests(fs, stage_dir):
         try:
@@ -305,24 +322,40 @@ def verify_stage_dir(fs, stage_dir: str) -> list[str]:
         except ShardError as e:
             problems.append(str(e))
             continue
-        for which, entry in manifest.get("files", {}).items():
-            path = join(stage_dir, entry["path"])
-            if not fs.exists(_strip(fs, path)):
-                problems.append(f"{path}: missing")
-                continue
+        if manifest is None:  # removed since the listing: being rewritten
+            continue
+        found = _shard_problems(fs, stage_dir, manifest)
+        if found:
+            try:
+                still = load_manifest(fs, stage_dir, name) == manifest
+            except ShardError:  # the rewrite's new manifest is as bad as it looks: report what we saw
+                still = True
+            if still:
+                problems.extend(found)
+    return problems
+
+
+def _shard_problems(fs, stage_dir: str, manifest: dict[str, Any]) -> list[str]:
+    problems = []
+    for entry in manifest.get("files", {}).values():
+        path = join(stage_dir, entry["path"])
+        try:
             data = read_bytes(fs, path)
-            actual = sha256_bytes(data)
-            if actual != entry["sha256"]:
-                problems.append(f"{path}: checksum mismatch: manifest sha256 {entry['sha256']}, file sha256 {actual}")
+        except FileNotFoundError:
+            problems.append(f"{path}: missing")
+            continue
+        actual = sha256_bytes(data)
+        if actual != entry["sha256"]:
+            problems.append(f"{path}: checksum mismatch: manifest sha256 {entry['sha256']}, file sha256 {actual}")
+            continue
+        if entry["path"].endswith(".parquet"):
+            try:
+                rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+            except Exception as e:  # a corrupt file whose checksum was forged into the manifest
+                problems.append(f"{path}: unreadable parquet ({e})")
                 continue
-            if entry["path"].endswith(".parquet"):
-                try:
-                    rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
-                except Exception as e:  # a corrupt file whose checksum was forged into the manifest
-                    problems.append(f"{path}: unreadable parquet ({e})")
-                    continue
-                if rows != entry["rows"]:
-                    problems.append(f"{path}: row count {rows} does not match manifest ({entry['rows']})")
+            if rows != entry["rows"]:
+                problems.append(f"{path}: row count {rows} does not match manifest ({entry['rows']})")
     return problems
 
 
@@ -351,6 +384,9 @@ def remove_temp_files(fs, stage_dir: str) -> int:
             continue
         for p in fs.ls(base, detail=False):
             if p.rsplit("/", 1)[-1].startswith(".tmp-"):
-                fs.rm(p)
+                try:
+                    fs.rm(p)
+                except FileNotFoundError:  # renamed into place or removed meanwhile
+                    continue
                 removed += 1
     return removed

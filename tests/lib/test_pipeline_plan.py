@@ -132,6 +132,29 @@ def test_a_stage_drops_output_shards_whose_input_shard_is_gone(tmp_path):
     assert report.verify_run(fs, run_dir) == []
 
 
+def test_an_input_shard_being_rewritten_is_neither_an_orphan_nor_skipped(tmp_path):
+    """Another run of the partition redoes langid while this one starts quality: langid's shard has
+    its data file but (for a moment) no manifest. Before, quality deleted its output for that shard
+    as an orphan and mapped over the rest: documents gone, and the partition still looked complete."""
+    import pytest
+
+    docs = tmp_path / "docs.jsonl"
+    texts = [ARTICLE, OTHER_1, OTHER_2, ARTICLE + " A second edition.", OTHER_1 + " Updated."]
+    docs.write_text("\n".join(json.dumps({"text": t, "url": f"https://a.example/{i}"}) for i, t in enumerate(texts)))
+    cfg = parse_config({"run": {"data_root": str(tmp_path / "runs"), "name": "docs", "partition": "p1"},
+                        "source": {"kind": "docs", "docs_paths": [str(docs)], "records_per_shard": 3}})
+    ref, run_dir = ConfigRef.of(cfg), pipeline.prepare_run(cfg)
+    pipeline.run_source(ref, run_dir)
+    _through_dedup(ref, run_dir)
+    fs = shards.filesystem(run_dir)
+    # The other run's write_result for 03_langid/part-00001: old manifest gone, data still there.
+    shards.remove_if_exists(fs, shards.manifest_path(f"{run_dir}/03_langid", "part-00001"))
+    assert pipeline.begin_stage(ref, run_dir, "quality") == []
+    assert shards.list_shards(fs, f"{run_dir}/04_quality") == ["part-00000", "part-00001"]
+    with pytest.raises(shards.ShardError, match=r"03_langid: 1 shards without a manifest \(part-00001\)"):
+        pipeline.list_input_shards(ref, run_dir, "quality")
+
+
 def test_a_stage_keeps_outputs_made_from_another_input_folder(tmp_path):
     """Enabling langid after quality ran from 02_extract: quality's shards are not orphans of the
     (still empty) 03_langid, and a quality run before langid's must not delete them."""

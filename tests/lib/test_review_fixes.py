@@ -115,3 +115,29 @@ def test_inspect_and_verify_read_a_folder_of_shards_and_point_from_a_parent_to_i
     assert "run dirs below it: small/run" in capsys.readouterr().err
     assert main(["verify", str(tmp_path / "runs" / "small")]) == 1
     assert "run dirs below it: run" in capsys.readouterr().err
+
+
+def test_verify_ignores_a_manifest_write_in_flight_and_a_shard_being_rewritten(tmp_path, capsys, monkeypatch):
+    run = _run(tmp_path)
+    fs = shards.filesystem(str(run))
+    stage = str(run / STAGE)
+    # The temp file a manifest write leaves while in flight (or when killed): not a manifest.
+    Path(stage, "_manifests", ".tmp-" + "0" * 32 + "-part-00002.manifest.json").write_text("")
+    assert main(["verify", str(run)]) == 0
+    capsys.readouterr()
+    # A rewrite between the listing and the checks: the data changes, then the manifest does.
+    good = shards.load_manifest(fs, stage, "part-00001")
+    real_read = shards.read_bytes
+
+    def rewritten_meanwhile(fs_, path):
+        data = real_read(fs_, path)
+        if path.endswith("part-00001.parquet"):
+            shards.write_manifest(fs, stage, "part-00001", {**good, "seconds": 1.5})  # the new manifest lands
+            return data[:-1] + b"x"  # what the reader saw: the old manifest's file half replaced
+        return data
+
+    monkeypatch.setattr(shards, "read_bytes", rewritten_meanwhile)
+    assert shards.verify_stage_dir(fs, stage) == []
+    monkeypatch.setattr(shards, "read_bytes", real_read)
+    Path(stage, "part-00001.parquet").write_bytes(b"flipped")  # a real problem is still reported
+    assert any("part-00001.parquet: checksum mismatch" in p for p in shards.verify_stage_dir(fs, stage))

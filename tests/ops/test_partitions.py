@@ -57,14 +57,22 @@ def _write_shard(fs, stage_dir: str, name: str) -> None:
     shards.write_manifest(fs, stage_dir, name, {"files": {"kept": entry.to_dict()}, "counters": {}})
 
 
-def _fill(cfg, partition: str, token_shards: int, trained: bool) -> str:
+def _fill(cfg, partition: str, token_shards: int, trained: bool, names=None, source: bool = True) -> str:
+    """Shards ``names`` (default two) in the source folder (unless ``source`` is False) and in every
+    stage after it, the tokens stage holding only the first ``token_shards`` of them."""
     pcfg = partitions.for_partition(cfg, partition)
     run_dir = pcfg.run_dir
     fs = pipeline.fs_for(pcfg, run_dir)
-    for i in range(2):
-        _write_shard(fs, pipeline.input_dir(pcfg, run_dir, "tokens"), shards.shard_name(i))
-    for i in range(token_shards):
-        _write_shard(fs, pipeline.stage_dir(run_dir, "tokens"), shards.shard_name(i))
+    names = names or [shards.shard_name(i) for i in range(2)]
+    src = pipeline.source_dir(pcfg, run_dir)
+    for key in pipeline.ORDER[:-1]:
+        d = src if key == "crawl" else pipeline.stage_dir(run_dir, key)
+        if key != "crawl" and (d == src or not pipeline.enabled(pcfg, key)):
+            continue
+        if d == src and not source:
+            continue
+        for name in names[:token_shards] if key == "tokens" else names:
+            _write_shard(fs, d, name)
     if trained:
         shards.write_bytes_atomic(fs, shards.join(pipeline.stage_dir(run_dir, "train"), "done.json"),
                                   json.dumps({"fingerprint": "x"}).encode())
@@ -73,7 +81,7 @@ def _fill(cfg, partition: str, token_shards: int, trained: bool) -> str:
 
 def test_complete_only_with_every_token_shard_and_training_done(tmp_path):
     cfg = _config(tmp_path)
-    assert partitions.check(cfg, "2026-11-01").missing == ("07_tokens: no input shards", "08_train: no done.json")
+    assert partitions.check(cfg, "2026-11-01").missing == ("00_crawl: no shards", "08_train: no done.json")
     run_dir = _fill(cfg, "2026-11-01", token_shards=1, trained=False)
     assert run_dir == str(tmp_path / "runs" / "fam" / "2026-11-01")
     state = partitions.check(cfg, "2026-11-01")
@@ -84,6 +92,21 @@ def test_complete_only_with_every_token_shard_and_training_done(tmp_path):
     assert partitions.check(cfg, "2026-11-01").complete
     assert not partitions.check(cfg, "2026-11-02").complete, "another partition is another run dir"
     assert partitions.check(_config(tmp_path, train=False), "2026-11-01").complete
+
+
+def test_a_shard_dropped_upstream_makes_the_partition_incomplete(tmp_path):
+    """Two runs of one partition at once once left 04_quality a shard short, and every later stage
+    in step with it: the tokens stage alone looked complete."""
+    cfg = _config(tmp_path, train=False)
+    run_dir = _fill(cfg, "p1", token_shards=2, trained=False)
+    assert partitions.check(cfg, "p1").complete
+    fs = shards.filesystem(run_dir)
+    for stage in ("04_quality", "05_dedup", "06_pii", "07_tokens"):
+        shards.remove_shard(fs, f"{run_dir}/{stage}", "part-00001")
+    assert partitions.check(cfg, "p1").missing == ("04_quality: 1 of 2 shards",)
+    _fill(cfg, "p1", token_shards=2, trained=False)
+    shards.remove_if_exists(fs, shards.manifest_path(f"{run_dir}/03_langid", "part-00000"))  # being rewritten
+    assert partitions.check(cfg, "p1").missing == ("03_langid: 1 of 2 shards",)
 
 
 def test_a_partition_without_training_is_complete_when_training_is_off(tmp_path):
@@ -99,10 +122,12 @@ def test_a_partition_with_a_source_file_not_read_to_its_end_is_incomplete(tmp_pa
     good.write_text('{"text": "one document", "url": "https://a.example/1"}\n')
     cfg = parse_config({"run": {"name": "fam", "data_root": str(tmp_path / "runs")}, "train": {"enabled": False},
                         "source": {"kind": "docs", "docs_paths": [str(good)]}}, base_dir=str(tmp_path))
-    run_dir = _fill(cfg, "p1", token_shards=2, trained=False)
-    source = pipeline.source_dir(partitions.for_partition(cfg, "p1"), run_dir)
+    pcfg = partitions.for_partition(cfg, "p1")
+    source = pipeline.source_dir(pcfg, pcfg.run_dir)
     fs = shards.filesystem(source)
     ingest_docs([str(good), str(missing)], fs, source)  # the second file is not there yet: docs_unreadable
+    names = shards.list_shards(fs, source)
+    _fill(cfg, "p1", token_shards=len(names), trained=False, names=names, source=False)
     state = partitions.check(cfg, "p1")
     assert not state.complete and state.missing == (
         f"02_extract: 1 input files not read to the end (failed or interrupted), e.g. {missing}",)
@@ -117,7 +142,7 @@ def test_backfill_plan_skips_complete_partitions_unless_forced(tmp_path):
     _fill(cfg, "2026-11-02", token_shards=1, trained=False)
     rows = plan_backfill(cfg, ["2026-11-01", "2026-11-02", "2026-11-03"], force=False)
     assert [r["state"] for r in rows] == ["SKIPPED", "PENDING", "PENDING"]
-    assert "1 of 2 shards" in rows[1]["note"] and "no input shards" in rows[2]["note"]
+    assert "1 of 2 shards" in rows[1]["note"] and "00_crawl: no shards" in rows[2]["note"]
     forced = plan_backfill(cfg, ["2026-11-01", "2026-11-02"], force=True)
     assert [r["state"] for r in forced] == ["PENDING", "PENDING"]
     assert forced[0]["note"] == "complete; redone (--force)" and forced[0]["forced"] and not forced[1]["forced"]
