@@ -14,6 +14,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -99,12 +101,19 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     parent = path.rsplit("/", 1)[0]
     fs.makedirs(parent, exist_ok=True)
     if is_local(fs):
-        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[1]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        tmp = f"{parent}/{_temp_prefix()}{path.rsplit('/', 1)[1]}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:  # a failed write (disk full) takes its temp file with it; a kill leaves it
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+            raise
     else:
         with fs.open(path, "wb") as f:
             f.write(data)
@@ -365,8 +374,41 @@ def remove_shard(fs, stage_dir: str, name: str) -> None:
         remove_if_exists(fs, path)
 
 
+# A temp file's name says who writes it: .tmp-<uuid>~<pid>~<host>~<final name>. Cleanup removes only
+# temp files whose writer is gone, so a second process working in the same folder (another run of
+# the partition, a stage deployment) never deletes a write in flight.
+_TEMP_OWNER = re.compile(r"^\.tmp-[0-9a-f]{32}~(\d+)~([^~/]*)~")
+FOREIGN_TEMP_MAX_AGE_S = 3600.0  # a temp file written from another host (shared disk) is a leftover after this
+
+
+def _temp_prefix() -> str:
+    return f".tmp-{uuid.uuid4().hex}~{os.getpid()}~{socket.gethostname().replace('~', '_')}~"
+
+
+def _writer_gone(fs, path: str) -> bool:
+    match = _TEMP_OWNER.match(path.rsplit("/", 1)[-1])
+    if match is None:
+        return True  # a name from before writers were recorded: a leftover
+    pid, host = int(match.group(1)), match.group(2)
+    if host == socket.gethostname().replace("~", "_"):
+        if pid == os.getpid():
+            return False  # this process is writing it (another thread)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+    try:
+        return time.time() - os.path.getmtime(path) > FOREIGN_TEMP_MAX_AGE_S
+    except OSError:
+        return False
+
+
 def remove_temp_files(fs, stage_dir: str) -> int:
-    """Delete leftovers of killed writes (``.tmp-*``); they are never read as shards.
+    """Delete leftovers of killed writes (``.tmp-*`` files whose writer process is gone); they are
+    never read as shards.
 
     Looks in the stage folder and in its private ``_*`` subfolders: ``_rejected``, ``_manifests``
     and dedup's ``_signatures``/``_clusters`` (each with its own ``_manifests``), where a kill
@@ -383,7 +425,7 @@ def remove_temp_files(fs, stage_dir: str) -> int:
         if not fs.exists(base):
             continue
         for p in fs.ls(base, detail=False):
-            if p.rsplit("/", 1)[-1].startswith(".tmp-"):
+            if p.rsplit("/", 1)[-1].startswith(".tmp-") and _writer_gone(fs, p):
                 try:
                     fs.rm(p)
                 except FileNotFoundError:  # renamed into place or removed meanwhile

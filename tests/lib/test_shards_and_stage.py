@@ -231,3 +231,38 @@ def test_remove_temp_files(tmp_path):
     d.mkdir()
     (d / ".tmp-abc-part-00000.parquet").write_bytes(b"half")
     assert shards.remove_temp_files(fs, str(d)) == 1 and not list(d.iterdir())
+
+
+def test_temp_file_cleanup_spares_writes_whose_writer_is_alive(tmp_path):
+    """Another run of the partition (or a stage deployment) starting in the same folder used to
+    delete a write in flight, failing that run at its rename."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    fs = shards.filesystem(str(tmp_path))
+    d = tmp_path / "s"
+    d.mkdir()
+    host = socket.gethostname()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        names = {
+            "live": f".tmp-{'a' * 32}~{alive.pid}~{host}~part-00000.parquet",
+            "mine": f".tmp-{'b' * 32}~{os.getpid()}~{host}~part-00001.parquet",  # another thread of ours
+            "dead": f".tmp-{'c' * 32}~{dead.pid}~{host}~part-00002.parquet",
+            "elsewhere_new": f".tmp-{'d' * 32}~1~other-host~part-00003.parquet",
+            "elsewhere_old": f".tmp-{'e' * 32}~1~other-host~part-00004.parquet",
+        }
+        for name in names.values():
+            (d / name).write_bytes(b"half")
+        old = time.time() - shards.FOREIGN_TEMP_MAX_AGE_S - 60
+        os.utime(d / names["elsewhere_old"], (old, old))
+        assert shards.remove_temp_files(fs, str(d)) == 2
+        assert sorted(os.listdir(d)) == sorted([names["live"], names["mine"], names["elsewhere_new"]])
+    finally:
+        alive.kill()
+        alive.wait()
+    assert shards.remove_temp_files(fs, str(d)) == 1  # its writer is gone now
