@@ -497,13 +497,19 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None, check
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    return config_from_yaml(path.read_text(), str(path), str(path.parent.resolve()), overrides, check_files)
+
+
+def config_from_yaml(text: str, source: str, base_dir: str, overrides: dict[str, Any] | None = None,
+                     check_files: bool = True) -> PipelineConfig:
+    """``load_config`` for YAML read from anywhere (a run dir's config.yaml on an object store)."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"invalid config {path}: not valid YAML: {e}") from None
+        raise ConfigError(f"invalid config {source}: not valid YAML: {e}") from None
     if overrides:
         data = _merge(data if isinstance(data, dict) else {}, overrides)
-    return parse_config(data, str(path), str(path.parent.resolve()), check_files)
+    return parse_config(data, source, base_dir, check_files)
 
 
 def run_overrides(partition: str | None = None, data_root: str | None = None) -> dict[str, Any]:

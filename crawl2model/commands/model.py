@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=_at_least(int, 0), default=50, help="sample among the K likeliest tokens (0 = all)")
     p.add_argument("--seed", type=int, default=None, help="same seed, same text")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    _storage_options(p)
     p.set_defaults(func=_sample)
 
     p = sub.add_parser("next-token", help="the likeliest next tokens after a prompt, with probabilities")
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=_at_least(int, 1), default=10)
     p.add_argument("--json", action="store_true", help='print a JSON list of {"token", "id", "prob"}')
     p.add_argument("--device", default="auto")
+    _storage_options(p)
     p.set_defaults(func=_next_token)
 
     p = sub.add_parser("train", help="train the model alone on a run dir's existing token shards (07_tokens)")
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=_at_least(int, 1), help="override train.max_steps")
     p.add_argument("--preset", help="override train.preset")
     p.add_argument("--device", help="override train.device")
+    _storage_options(p)
     p.set_defaults(func=_train)
 
 
@@ -56,20 +58,30 @@ def _at_least(kind, low):
     return parse
 
 
-def resolve_checkpoint(path: str) -> str:
-    if "://" in path:
-        return path
-    p = Path(path)
-    for candidate in (p, p / "ckpt.pt", p / "08_train" / "ckpt.pt"):
-        if candidate.is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"{path}: no checkpoint (looked for the file, ckpt.pt and 08_train/ckpt.pt)")
+def _storage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-options", type=json.loads, default={}, metavar="JSON",
+                   help='fsspec options for a checkpoint or run dir on an object store, e.g. '
+                        '\'{"client_kwargs": {"endpoint_url": "..."}}\'')
+
+
+def resolve_checkpoint(path: str, storage_options: dict | None = None) -> tuple[str, object]:
+    """(the checkpoint file, its filesystem) for a ckpt.pt, a 08_train folder or a run dir."""
+    from pipeline_lib import shards
+
+    base = path.rstrip("/")
+    fs = shards.filesystem(base, storage_options)
+    for candidate in (base, f"{base}/ckpt.pt", f"{base}/08_train/ckpt.pt"):
+        if fs.isfile(fs._strip_protocol(candidate)):
+            return candidate, fs
+    hint = "; on an object store, check --storage-options" if "://" in path else ""
+    raise FileNotFoundError(f"{path}: no checkpoint (looked for the file, ckpt.pt and 08_train/ckpt.pt{hint})")
 
 
 def _sample(args: argparse.Namespace) -> int:
     from pipeline_lib.model.sample import generate_text, load_checkpoint
 
-    model, tokenizer, _ = load_checkpoint(resolve_checkpoint(args.ckpt), device=args.device)
+    path, fs = resolve_checkpoint(args.ckpt, args.storage_options)
+    model, tokenizer, _ = load_checkpoint(path, device=args.device, fs=fs)
     text = generate_text(model, tokenizer, args.prompt, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_k=args.top_k or None, seed=args.seed)
     sys.stdout.write(args.prompt + text + "\n")
@@ -79,7 +91,8 @@ def _sample(args: argparse.Namespace) -> int:
 def _next_token(args: argparse.Namespace) -> int:
     from pipeline_lib.model.sample import load_checkpoint, top_next_tokens
 
-    model, tokenizer, _ = load_checkpoint(resolve_checkpoint(args.ckpt), device=args.device)
+    path, fs = resolve_checkpoint(args.ckpt, args.storage_options)
+    model, tokenizer, _ = load_checkpoint(path, device=args.device, fs=fs)
     rows = top_next_tokens(model, tokenizer, args.prompt, k=args.top_k)
     if args.json:
         json.dump([r.to_dict() for r in rows], sys.stdout, ensure_ascii=False)
@@ -93,19 +106,23 @@ def _next_token(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from pipeline_lib import shards
-    from pipeline_lib.config import PipelineConfig, load_config
+    from pipeline_lib.config import PipelineConfig, config_from_yaml, load_config
     from pipeline_lib.model.train import train
 
     run_dir = args.run_dir.rstrip("/")
     overrides = {"train": {k: v for k, v in (("max_steps", args.max_steps), ("preset", args.preset),
                                              ("device", args.device)) if v is not None}}
-    config_path = args.config or (f"{run_dir}/config.yaml" if Path(run_dir, "config.yaml").is_file() else None)
-    if config_path:
-        # Training reads only the run dir: on a GPU machine the crawl's input files need not exist.
-        cfg = load_config(config_path, overrides, check_files=False)
+    fs = shards.filesystem(run_dir, args.storage_options)
+    recorded = shards.join(run_dir, "config.yaml")
+    # Training reads only the run dir: on a GPU machine the crawl's input files need not exist.
+    if args.config:
+        cfg = load_config(args.config, overrides, check_files=False)
+    elif shards.exists(fs, recorded):  # the run's own config, local or on an object store
+        cfg = config_from_yaml(shards.read_bytes(fs, recorded).decode("utf-8"), recorded, run_dir, overrides,
+                               check_files=False)
     else:
         cfg = PipelineConfig.model_validate(overrides)
-    fs = shards.filesystem(run_dir, cfg.run.storage_options)
+    fs = shards.filesystem(run_dir, args.storage_options or cfg.run.storage_options)
 
     def progress(row: dict) -> None:
         val = f"  val {row['val_loss']:.4f}" if row["val_loss"] is not None else ""

@@ -6,6 +6,7 @@ environment), so every read and write that forgets the options fails here instea
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -102,3 +103,21 @@ def test_pipeline_stages_read_and_write_an_s3_data_root(tmp_path, s3_endpoint):
     _run_stages(config, "cpu", tmp_path)
     after = _objects(fs)
     assert after == before, "a rerun on S3 finds every manifest and rewrites nothing"
+
+    # Training alone and sampling, from the run dir on S3: the CLI reads the run's config.yaml there.
+    env = {k: v for k, v in cli_env(tmp_path).items() if not k.startswith("AWS_")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "crawl2model.cli", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    opts = json.dumps(options)
+    trained = cli("train", "--run-dir", run_dir, "--max-steps", "2", "--storage-options", opts)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert json.loads(trained.stdout.strip().splitlines()[-1])["steps"] == 2
+    assert fs.exists(f"{BUCKET}/runs/small/sample/08_train/ckpt.pt")
+    sampled = cli("sample", run_dir, "The garden", "--max-new-tokens", "5", "--seed", "1", "--storage-options", opts)
+    assert sampled.returncode == 0 and sampled.stdout.startswith("The garden"), sampled.stderr[-3000:]
+    blind = cli("sample", f"{run_dir}/08_train/ckpt.pt", "The garden")  # no credentials: says so, in one line
+    assert blind.returncode == 2 and "Traceback" not in blind.stderr, blind.stderr[-3000:]
+    assert "--storage-options" in blind.stderr
