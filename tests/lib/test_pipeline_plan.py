@@ -6,6 +6,7 @@ import glob
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from pipeline_lib import pipeline, report, shards
 from pipeline_lib.config import parse_config
@@ -107,9 +108,8 @@ def test_cleaned_documents_run_through_langid_quality_dedup_pii_tokens(tmp_path)
     assert report.verify_run(shards.filesystem(run_dir), run_dir) == []
 
 
-def test_a_stage_drops_output_shards_whose_input_shard_is_gone(tmp_path):
-    """An output shard without its input shard (its source file read again into fewer shards) would
-    be read on by later stages, and its signatures would take part in dedup's clustering."""
+def _two_source_shards(tmp_path) -> tuple[ConfigRef, str]:
+    """Five cleaned documents ingested as two source shards (3 + 2) of a fresh run."""
     docs = tmp_path / "docs.jsonl"
     texts = [ARTICLE, OTHER_1, OTHER_2, ARTICLE + " A second edition.", OTHER_1 + " Updated."]
     docs.write_text("\n".join(json.dumps({"text": t, "url": f"https://a.example/{i}"}) for i, t in enumerate(texts)))
@@ -117,6 +117,13 @@ def test_a_stage_drops_output_shards_whose_input_shard_is_gone(tmp_path):
                         "source": {"kind": "docs", "docs_paths": [str(docs)], "records_per_shard": 3}})
     ref, run_dir = ConfigRef.of(cfg), pipeline.prepare_run(cfg)
     pipeline.run_source(ref, run_dir)
+    return ref, run_dir
+
+
+def test_a_stage_drops_output_shards_whose_input_shard_is_gone(tmp_path):
+    """An output shard without its input shard (its source file read again into fewer shards) would
+    be read on by later stages, and its signatures would take part in dedup's clustering."""
+    ref, run_dir = _two_source_shards(tmp_path)
     fs = shards.filesystem(run_dir)
 
     assert _through_dedup(ref, run_dir) == {"langid": [], "quality": [], "dedup": []}
@@ -136,15 +143,7 @@ def test_an_input_shard_being_rewritten_is_neither_an_orphan_nor_skipped(tmp_pat
     """Another run of the partition redoes langid while this one starts quality: langid's shard has
     its data file but (for a moment) no manifest. Before, quality deleted its output for that shard
     as an orphan and mapped over the rest: documents gone, and the partition still looked complete."""
-    import pytest
-
-    docs = tmp_path / "docs.jsonl"
-    texts = [ARTICLE, OTHER_1, OTHER_2, ARTICLE + " A second edition.", OTHER_1 + " Updated."]
-    docs.write_text("\n".join(json.dumps({"text": t, "url": f"https://a.example/{i}"}) for i, t in enumerate(texts)))
-    cfg = parse_config({"run": {"data_root": str(tmp_path / "runs"), "name": "docs", "partition": "p1"},
-                        "source": {"kind": "docs", "docs_paths": [str(docs)], "records_per_shard": 3}})
-    ref, run_dir = ConfigRef.of(cfg), pipeline.prepare_run(cfg)
-    pipeline.run_source(ref, run_dir)
+    ref, run_dir = _two_source_shards(tmp_path)
     _through_dedup(ref, run_dir)
     fs = shards.filesystem(run_dir)
     # The other run's write_result for 03_langid/part-00001: old manifest gone, data still there.
