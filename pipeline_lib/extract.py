@@ -253,6 +253,9 @@ def _worker_main() -> None:  # runs in the helper process
         _send(proto_out, result)
 
 
+_HELPER_GONE = object()  # what _read returns when the helper's output ends (it died), apart from a deadline
+
+
 class ExtractorProcess:
     """One helper process; ``extract`` returns a result dict and never takes much over ``timeout``."""
 
@@ -289,7 +292,7 @@ class ExtractorProcess:
                 return None
             chunk = os.read(fd, min(need, 1 << 20))
             if not chunk:
-                return None  # the helper died (killed by the kernel, crashed in C)
+                return _HELPER_GONE  # the helper died (killed by the kernel, crashed in C)
             chunks.append(chunk)
             need -= len(chunk)
             if need == 0:
@@ -309,8 +312,9 @@ class ExtractorProcess:
             self.close()
             return {"reason": "extract_error", "detail": "helper process died"}
         result = self._read(timeout)
-        if result is None:
-            died = self.proc.poll() is not None
+        if result is None or result is _HELPER_GONE:
+            # End of its output means it died, though the kernel may not have marked it exited yet.
+            died = result is _HELPER_GONE or self.proc.poll() is not None
             self.close()
             self.restarts += 1
             return {"reason": "extract_error" if died else "extract_timeout",

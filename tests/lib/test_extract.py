@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from pathlib import Path
 
@@ -93,6 +94,25 @@ def test_timeout_kills_the_helper_and_the_next_page_still_works():
         assert helper.proc is None  # killed, not left running
         ok = helper.extract(ARTICLE, None, ExtractOptions(), timeout=30)
         assert "Anemones" in ok["text"]
+    finally:
+        helper.close()
+
+
+def test_a_helper_killed_mid_page_is_an_error_not_a_timeout():
+    """The OOM killer or a crash in C: the page's reason must say so (it read as extract_timeout
+    when the kernel had not yet marked the dead helper exited)."""
+    import signal
+
+    helper = ExtractorProcess()
+    slow = "<html><body>" + "<div><p>word " * 300_000 + "</body></html>"
+    try:
+        for _ in range(3):
+            if helper.proc is None:
+                helper._start()
+            pid = helper.proc.pid
+            threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
+            result = helper.extract(slow, None, ExtractOptions(), timeout=60)
+            assert (result["reason"], result["detail"]) == ("extract_error", "helper process died")
     finally:
         helper.close()
 
