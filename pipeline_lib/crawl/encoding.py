@@ -22,6 +22,22 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I)
 
 
+# windows-1252 leaves 0x81, 0x8D, 0x8F, 0x90 and 0x9D undefined; Python's codec rejects them, WHATWG
+# decodes each to the C1 control of the same number. Without this, one such byte made a declared
+# Latin-1 page fail its declaration and fall to detection, which garbled the whole page.
+def _c1_controls(err: UnicodeDecodeError) -> tuple[str, int]:
+    return err.object[err.start:err.end].decode("latin-1"), err.end
+
+
+codecs.register_error("c2m-whatwg-c1", _c1_controls)
+DECODE_ERRORS = {"cp1252": "c2m-whatwg-c1"}
+
+
+def decode_as(body: bytes, codec: str) -> str:
+    """``body.decode(codec)`` as a browser does it (see _c1_controls); UnicodeDecodeError otherwise."""
+    return body.decode(codec, DECODE_ERRORS.get(codec, "strict"))
+
+
 def codec_for(label: str | None) -> str | None:
     """A Python codec name for a charset label, or None if the label is unknown."""
     if not label:
@@ -61,7 +77,7 @@ def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]
         if name and not name.startswith("utf-16"):
             declared.append(name)
             try:
-                return body.decode(name), name
+                return decode_as(body, name), name
             except UnicodeDecodeError:
                 continue  # the declaration is wrong; try the next source of truth
     try:
@@ -71,7 +87,7 @@ def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]
     guess = _detect(body)
     if guess:
         try:
-            return body.decode(guess), guess
+            return decode_as(body, guess), guess
         except UnicodeDecodeError:
             pass
     fallback = (declared[0] if declared else None) or guess or "cp1252"

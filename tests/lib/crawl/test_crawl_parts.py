@@ -66,6 +66,11 @@ def test_charset_order_and_browser_aliases():
     assert decode_html(bom, "text/html; charset=iso-8859-1")[0] == "é"
     lying = "Привет, мир! Это страница.".encode("utf-8")
     assert decode_html(lying, "text/html; charset=nonsense-charset")[0] == "Привет, мир! Это страница."
+    # A byte windows-1252 leaves undefined is a C1 control, as in browsers: before, it voided the
+    # declaration and detection read the whole page as mac-latin2 ("cafť").
+    stray = ("<meta charset=iso-8859-1><p>" + "Le café à côté de l'église. " * 30).encode("cp1252") + b"\x81</p>"
+    text, codec = decode_html(stray, "text/html")
+    assert codec == "cp1252" and "Le café à côté de l'église." in text and text.endswith("\x81</p>")
 
 
 def test_retry_after_forms():
