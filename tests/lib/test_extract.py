@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline_lib.config import PipelineConfig
-from pipeline_lib.extract import ExtractOptions, ExtractStage, ExtractorProcess, prune_html
+from pipeline_lib.extract import ExtractOptions, ExtractStage, ExtractorProcess, extract_page, prune_html
 from pipeline_lib.schema import PAGE_SCHEMA
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -82,6 +82,30 @@ def test_prune_drops_never_text_but_keeps_json_ld():
     assert lang == "de"
     assert "a()" not in pruned and "SVG" not in pruned and "NAV" not in pruned and "INPUT" not in pruned
     assert '{"x":1}' in pruned and "kept" in pruned  # JSON-LD (metadata) and forms (ASP.NET pages) stay
+
+
+def test_fast_mode_falls_back_when_it_keeps_a_lead_paragraph_without_the_div_body():
+    """A <p> lead over a body of <div>s: fast mode kept the 650-character lead alone, where plain
+    trafilatura's readability comparison finds the whole article."""
+    import trafilatura
+
+    intro = "<p>" + "This introduction paragraph summarises the story in a few words. " * 10 + "</p>"
+    body = "".join(f"<div>Body paragraph {i}: the council voted on the new budget after a long debate about "
+                   "schools, roads and the harbour, and residents spoke at length.</div>" for i in range(25))
+    html = f"<html><head><title>T</title></head><body><div id='wrap'><h1>Budget</h1>{intro}<div class='story'>{body}</div></div></body></html>"
+    got = extract_page(html, None, ExtractOptions())["text"]
+    assert "Body paragraph 24" in got and len(got) >= len(trafilatura.extract(html, favor_precision=True)) * 0.9
+
+
+def test_a_date_the_pruned_page_lost_is_read_from_the_page_as_it_came():
+    para = "<p>" + "A long enough sentence of article text goes here. " * 20 + "</p>"
+    footer = (f"<html><head><title>T</title></head><body><article>{para}<footer class='entry-footer'><time "
+              "class='entry-date published' datetime='2019-05-03T10:00:00+00:00'>May 3, 2019</time></footer>"
+              "</article></body></html>")
+    script = (f"<html><head><title>T</title></head><body><article>{para}</article><script>window.__STATE__="
+              '{"datePublished":"2018-07-09T10:00:00Z"}</script></body></html>')
+    assert extract_page(footer, None, ExtractOptions())["date"] == "2019-05-03"
+    assert extract_page(script, None, ExtractOptions())["date"] == "2018-07-09"
 
 
 def test_timeout_kills_the_helper_and_the_next_page_still_works():
