@@ -119,7 +119,13 @@ def begin_stage(ref: ConfigRef, run_dir: str, key: str) -> list[str]:
     outputs = [d] + ([shards.join(d, "_signatures")] if key == "dedup" else [])
     removed = []
     for out in outputs:
-        for name in shards.list_shards(fs, out):
+        complete = shards.list_shards(fs, out)
+        # A data file without a manifest (a killed write) whose input shard is gone would otherwise
+        # stay, and make the next stage wait forever for a shard nobody will finish.
+        for name in sorted(set(shards.list_data_names(fs, out)) - set(complete) - inputs):
+            shards.remove_shard(fs, out, name)
+            removed.append(name)
+        for name in complete:
             if name in inputs:
                 continue
             # Only a shard made from this very input folder: one made from another (a stage enabled

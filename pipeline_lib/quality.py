@@ -47,6 +47,7 @@ class QualityChain:
 class QualityStage(Stage):
     name = "quality"
     section = "quality"
+    version = 2  # 2: tokens keep spaCy's abbreviations and combining vowel signs whole
 
     def __init__(self, cfg: PipelineConfig):
         super().__init__(cfg)

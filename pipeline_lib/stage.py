@@ -73,6 +73,9 @@ class Stage(ABC):
 
     name: ClassVar[str]  # the stage key, e.g. "extract"
     section: ClassVar[str]  # the config section whose hash identifies this stage's behaviour
+    # Bumped when the code changes what the stage outputs for the same config: shards written by an
+    # earlier version no longer count as done (version 1 adds nothing, so old shards keep matching).
+    version: ClassVar[int] = 1
 
     def __init__(self, cfg: PipelineConfig):
         self.cfg = cfg
@@ -81,7 +84,8 @@ class Stage(ABC):
     def process(self, table: pa.Table) -> StageResult: ...
 
     def config_hash(self) -> str:
-        return self.cfg.section_hash(self.section)
+        h = self.cfg.section_hash(self.section)
+        return h if self.version == 1 else f"{h}.v{self.version}"
 
     def manifest_extra(self) -> dict[str, Any]:
         """Extra facts recorded in every manifest this stage writes (e.g. the tokenizer's hash)."""

@@ -121,7 +121,7 @@ def plan_backfill(cfg, partitions: list[str], force: bool) -> list[dict[str, Any
         state = parts.check(cfg, p)
         skip = state.complete and not force
         note = "already complete (--force to redo)" if skip else \
-            "complete; redone (--force)" if state.complete else state.reason
+            "complete; resubmitted (--force): its finished shards are skipped" if state.complete else state.reason
         rows.append({"partition": p, "run_dir": state.run_dir, "flow_run": None, "flow_run_id": None,
                      "state": "SKIPPED" if skip else "PENDING", "note": note, "forced": force and state.complete})
     return rows
@@ -221,7 +221,7 @@ def _backfill(args: argparse.Namespace) -> int:
         todo = sum(r["state"] == "PENDING" for r in rows)
         forced = sum(bool(r.get("forced")) for r in rows)
         print(f"crawl2model: backfill of {len(keys)} partitions through {args.deployment}: {todo} to run"
-              f"{f' ({forced} of them complete, redone by --force)' if forced else ''}, "
+              f"{f' ({forced} of them complete, resubmitted by --force)' if forced else ''}, "
               f"{len(keys) - todo} already complete", file=sys.stderr, flush=True)
         flow_name = args.deployment.split("/", 1)[0]
         submit_and_wait(client, deployment.id, flow_name, rows, parameters, args.concurrency, args.poll, args.timeout)

@@ -260,7 +260,9 @@ class _DocReader:
             yield self._reject(src, "docs_corrupt", f"at the start: {type(e).__name__}: {e}")
             return
         start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-        if start.startswith(b"{") and not _complete_json_line(start):
+        # Its first line (whole within this first read) opens an object it does not close: one
+        # pretty-printed document. A first line longer than the read is JSONL (a long document).
+        if start.startswith(b"{") and b"\n" in start and not _complete_json_line(start):
             yield from self._json_object(src, head, f, counters)
             return
         if not start.startswith(b"["):

@@ -79,13 +79,18 @@ class RobotsCache:
     def retry_in(self, url: str) -> float | None:
         """Seconds until the robots.txt of ``url``'s host, which is failing, is asked again, while
         asks remain; None when the host is not on hold or its last ask failed too (reject its pages)."""
-        entry = self._entry(host_key(url))
+        entry = self._cached(host_key(url))
         if entry.parser is not None or entry.failures > self.unavailable_retries:
             return None
         return max(0.0, entry.unavailable_until - self.clock())
 
+    def _cached(self, key: str) -> _Entry:
+        """The entry ``problem`` just used, not asked again even when its hold has run out."""
+        entry = self._entries.get(key)
+        return entry if entry is not None else self._entry(key)
+
     def crawl_delay(self, url: str) -> float:
-        entry = self._entry(host_key(url))
+        entry = self._cached(host_key(url))
         if entry.parser is None:
             return 0.0
         delay = entry.parser.crawl_delay(self.user_agent)

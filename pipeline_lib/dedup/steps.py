@@ -24,7 +24,7 @@ from pipeline_lib import shards
 from pipeline_lib.config import DedupConfig, PipelineConfig
 from pipeline_lib.dedup.clusters import ClusterParams, cluster
 from pipeline_lib.dedup.minhash import compute_signatures
-from pipeline_lib.dedup.normalize import exact_hash, normalize_bytes
+from pipeline_lib.dedup.normalize import NORMALIZATION_VERSION, exact_hash, normalize_bytes
 from pipeline_lib.schema import REJECT_REASON, TIMESTAMP
 from pipeline_lib.stage import (Stage, StageResult, input_entries, is_done, run_shard, summary_from_manifest,
                                 write_result)
@@ -150,6 +150,7 @@ class _SignatureStep(Stage):
 
     name = "dedup_signatures"
     section = "dedup"
+    version = NORMALIZATION_VERSION  # signatures of another normalisation are not this run's
 
     def process(self, table: pa.Table) -> StageResult:
         return StageResult.keep_all(signature_table(table, self.cfg.dedup))

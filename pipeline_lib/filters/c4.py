@@ -28,6 +28,7 @@ _SENTENCE_END = re.compile(r"[.!?。！？]+[\"'”’)\]]*(?=\s|$)")
 # A lone dot right after an abbreviation spaCy keeps whole (Mr., St., Jan.) or an initial (J., U.S.)
 # ends no sentence, as in spaCy's sentencizer, which datatrove's C4 filter counts with.
 _NOT_AN_END = re.compile(rf"(?<![\w.])(?:{'|'.join(ABBREVIATIONS)}|(?:[A-Za-z]\.)*[A-Za-z])\.(?=\s|$)")
+_ENDS_NOT_AN_END = re.compile(_NOT_AN_END.pattern.removesuffix(r"(?=\s|$)") + "$")  # ... at the line's end
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
@@ -90,7 +91,7 @@ class C4(QualityFilter):
         new_text = "\n".join(kept)
         n_sentences = len(_SENTENCE_END.findall(new_text)) - len(_NOT_AN_END.findall(new_text))
         # A kept line that does not end a sentence is one more (an abbreviation at its end included).
-        n_sentences += sum(1 for line in kept if not _SENTENCE_END.search(line[-3:]) or _NOT_AN_END.search(line[-12:]))
+        n_sentences += sum(1 for line in kept if not _SENTENCE_END.search(line[-3:]) or _ENDS_NOT_AN_END.search(line[-16:]))
         signals["q_c4_sentences"] = n_sentences
         if p.min_sentences and n_sentences < p.min_sentences:
             return "c4_too_few_sentences"

@@ -154,6 +154,38 @@ def test_an_input_shard_being_rewritten_is_neither_an_orphan_nor_skipped(tmp_pat
         pipeline.list_input_shards(ref, run_dir, "quality")
 
 
+def test_a_killed_write_whose_input_is_gone_is_cleared_and_blocks_nothing(tmp_path):
+    ref, run_dir = _two_source_shards(tmp_path)
+    _through_dedup(ref, run_dir)
+    fs = shards.filesystem(run_dir)
+    # Killed inside write_result of 03_langid/part-00001 (old manifest gone, data stays), then the
+    # source read again into one shard: 02_extract/part-00001 is gone.
+    shards.remove_if_exists(fs, shards.manifest_path(f"{run_dir}/03_langid", "part-00001"))
+    shards.remove_shard(fs, f"{run_dir}/02_extract", "part-00001")
+    assert pipeline.begin_stage(ref, run_dir, "langid") == ["part-00001"]  # the stray data file goes
+    assert shards.list_data_names(fs, f"{run_dir}/03_langid") == ["part-00000"]
+    for name in pipeline.list_input_shards(ref, run_dir, "langid"):
+        pipeline.run_stage_shard(ref, run_dir, "langid", name)
+    assert pipeline.begin_stage(ref, run_dir, "quality") == ["part-00001"]  # an orphan now: removed
+    assert pipeline.list_input_shards(ref, run_dir, "quality") == ["part-00000"]  # and nothing blocks
+
+
+def test_shards_of_an_earlier_stage_version_are_redone(tmp_path, monkeypatch):
+    """A code change that alters a stage's output for the same config (the quality tokenizer, dedup's
+    normalisation) bumps the stage's version: its old shards are not reused as done."""
+    from pipeline_lib.dedup import steps
+    from pipeline_lib.quality import QualityStage
+
+    ref, run_dir = _two_source_shards(tmp_path)
+    _through_dedup(ref, run_dir)
+    assert pipeline.dedup_signatures_shard(ref, run_dir, "part-00000")["skipped"]
+    assert pipeline.run_stage_shard(ref, run_dir, "quality", "part-00000")["skipped"]
+    monkeypatch.setattr(steps._SignatureStep, "version", steps._SignatureStep.version + 1)
+    monkeypatch.setattr(QualityStage, "version", QualityStage.version + 1)
+    assert not pipeline.dedup_signatures_shard(ref, run_dir, "part-00000")["skipped"]
+    assert not pipeline.run_stage_shard(ref, run_dir, "quality", "part-00000")["skipped"]
+
+
 def test_a_stage_keeps_outputs_made_from_another_input_folder(tmp_path):
     """Enabling langid after quality ran from 02_extract: quality's shards are not orphans of the
     (still empty) 03_langid, and a quality run before langid's must not delete them."""

@@ -275,6 +275,10 @@ def test_abbreviations_and_initials_end_no_c4_sentence():
     text = "Mr. Lee met J. Smith and Dr. Roe at St. Paul in Jan. with the U.S. team. Then they left."
     assert signal(text, [{"name": "c4", "min_words_per_line": 0}], "q_c4_sentences") == 2
     assert signal("See Fig. 3 and No. 5. Done.", [{"name": "c4", "min_words_per_line": 0}], "q_c4_sentences") == 4
+    # Near a line's end too: a line that ends a sentence after an initial or a title is one sentence.
+    lines = "The speech was given by John F. Kennedy.\nOur guest tonight was Dr. Lee."
+    assert signal(lines, [{"name": "c4", "min_words_per_line": 0}], "q_c4_sentences") == 2
+    assert signal("We live on Main St.\nIt is nice.", [{"name": "c4", "min_words_per_line": 0}], "q_c4_sentences") == 2
 
 
 def test_hindi_prose_is_not_rejected_for_short_words(shared_data):

@@ -145,7 +145,7 @@ def test_backfill_plan_skips_complete_partitions_unless_forced(tmp_path):
     assert "1 of 2 shards" in rows[1]["note"] and "00_crawl: no shards" in rows[2]["note"]
     forced = plan_backfill(cfg, ["2026-11-01", "2026-11-02"], force=True)
     assert [r["state"] for r in forced] == ["PENDING", "PENDING"]
-    assert forced[0]["note"] == "complete; redone (--force)" and forced[0]["forced"] and not forced[1]["forced"]
+    assert forced[0]["note"] == "complete; resubmitted (--force): its finished shards are skipped" and forced[0]["forced"] and not forced[1]["forced"]
     table = format_table(rows).splitlines()
     assert table[0].split() == ["partition", "flow_run", "state", "note"]
     assert table[1].startswith("2026-11-01") and "SKIPPED" in table[1]

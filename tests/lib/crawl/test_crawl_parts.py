@@ -193,6 +193,41 @@ def test_pages_of_a_host_whose_robots_txt_keeps_failing_are_rejected_after_the_l
     assert took >= 0.6  # the holds were waited out, not skipped
 
 
+def test_a_redirect_onto_a_host_whose_robots_txt_fails_waits_too(tmp_path):
+    with serve_traps() as (site, second):
+        second.robots_mode = "500-once"
+        cfg = parse_config({"crawl": {"seeds": [site.base + "/escape"], "max_retries": 0, "concurrency": 1,
+                                      "max_depth": 0, "robots_unavailable_seconds": 0.3,
+                                      "robots_unavailable_retries": 2,
+                                      "allow_private_hosts": ["127.0.0.1", "127.0.0.2"]}})
+        out = str(tmp_path / "redirected")
+        summary = run_crawl(cfg, shards.filesystem(out), out)
+        second_paths = [e["path"] for e in second.log]
+    # The seed's redirect target asked for robots.txt, failed, waited, asked again, then was fetched.
+    assert second_paths[:2] == ["/robots.txt", "/robots.txt"] and len(second_paths) == 3
+    assert summary["pages"] == 1 and summary["rejected"] == 0
+
+
+def test_a_hold_of_zero_seconds_still_asks_robots_txt_once_per_page(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline_lib.crawl.robots import RobotsCache
+
+    asked = []
+
+    class Failing:
+        def fetch(self, url, accept_any_type=False):
+            asked.append(url)
+            return SimpleNamespace(status=503, html=None, reason="http_503")
+
+    robots = RobotsCache(Failing(), "ua", unavailable_ttl=0.0, unavailable_retries=2)
+    url = "https://a.example/x"
+    # What the crawler asks for one page: the problem, the delay, how long to hold it.
+    assert robots.problem(url) == "robots_unavailable"
+    robots.crawl_delay(url)
+    assert robots.retry_in(url) == 0.0 and len(asked) == 1
+
+
 def test_robots_404_allows_everything(tmp_path):
     summary, log = _robots_crawl(tmp_path, "404")
     assert summary["pages"] == 4

@@ -202,3 +202,16 @@ def test_a_json_file_holding_one_pretty_printed_object_is_one_document(tmp_path)
                                                      ("l1", "short"), ("c", "d")]
     assert [(r["url"], r["reject_reason"]) for r in rejected] == [
         (f"{not_one_object}#row=0", "bad_json"), (f"{not_one_object}#row=1", "bad_json")]
+
+
+def test_a_cut_short_json_gz_with_a_long_first_line_keeps_the_rows_read(tmp_path):
+    """C4-style JSONL named .json.gz whose first document outgrows the first read: it is JSONL, read
+    line by line, so a download cut short keeps what came before the damage."""
+    lines = [json.dumps({"url": "l0", "text": "x" * 100_000})] + \
+        [json.dumps({"url": f"l{i}", "text": f"doc {i} " * 50}) for i in range(1, 2000)]
+    packed = gzip.compress(("\n".join(lines) + "\n").encode())
+    cut = tmp_path / "c4-cut.json.gz"
+    cut.write_bytes(packed[: len(packed) * 3 // 4])
+    summary, kept, rejected = _ingest(tmp_path, [cut])
+    assert len(kept) > 1000 and kept[0]["url"] == "l0"
+    assert [r["reject_reason"] for r in rejected] == ["docs_corrupt"]
