@@ -179,6 +179,17 @@ def _needs_full_cascade(doc, page_words: int = 0) -> bool:
     return len(body.findall(".//table")) > len(body.findall(".//p"))
 
 
+def _date_of_unpruned(html: str, url: str | None) -> str | None:
+    from htmldate import find_date
+    from trafilatura.settings import set_date_params
+    from trafilatura.utils import load_html
+
+    tree = load_html(html)
+    if tree is None:
+        return None
+    return find_date(tree, **{**set_date_params(False), "url": url})
+
+
 def _words_in(tree) -> int:
     body = tree.find(".//body")
     return len(" ".join((body if body is not None else tree).itertext()).split())
@@ -203,15 +214,15 @@ def extract_page(html: str | None, url: str | None, opts: ExtractOptions) -> dic
             title, date = page_metadata(tree, url)
             if date is None and html is not original:
                 # The pruned page lost where some sites keep the date (a <footer> <time>, a plain
-                # <script> with "datePublished"): look at the page as it came, only for pages without one.
-                full = load_html(original)
-                date = page_metadata(full, url)[1] if full is not None else None
+                # <script> with "datePublished"): look at the page as it came, only for pages without
+                # one, and without htmldate's extensive search (115 ms a page on undated pages, 8 ms not).
+                date = _date_of_unpruned(original, url)
         except Exception:  # a metadata bug must not cost the page its text
             title = date = None
         lang = lang or language_from_tag(tree.get("lang"))
     # trafilatura edits the tree it is given: the full cascade needs a fresh parse, and the page's
     # word count is taken before.
-    page_words = _words_in(tree) if opts.fast_first else 0
+    page_words = _words_in(tree) if opts.fast_first and opts.prune else 0  # unpruned, scripts would count
     doc = _run_trafilatura(tree, url, opts, fast=opts.fast_first)
     if opts.fast_first and _needs_full_cascade(doc, page_words):
         doc = _run_trafilatura(load_html(html), url, opts, fast=False)

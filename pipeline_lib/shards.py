@@ -381,8 +381,18 @@ _TEMP_OWNER = re.compile(r"^\.tmp-[0-9a-f]{32}~(\d+)~([^~/]*)~")
 FOREIGN_TEMP_MAX_AGE_S = 3600.0  # a temp file written from another host (shared disk) is a leftover after this
 
 
+def _this_host() -> str:
+    """This host as a temp-name tag: its name and its PID namespace, since containers on one host may
+    share a hostname but not their process ids (safe characters only)."""
+    try:
+        ns = f"@{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        ns = ""
+    return re.sub(r"[^\w.-]", "_", socket.gethostname())[:64] + ns
+
+
 def _temp_prefix() -> str:
-    return f".tmp-{uuid.uuid4().hex}~{os.getpid()}~{socket.gethostname().replace('~', '_')}~"
+    return f".tmp-{uuid.uuid4().hex}~{os.getpid()}~{_this_host()}~"
 
 
 def _writer_gone(fs, path: str) -> bool:
@@ -390,7 +400,7 @@ def _writer_gone(fs, path: str) -> bool:
     if match is None:
         return True  # a name from before writers were recorded: a leftover
     pid, host = int(match.group(1)), match.group(2)
-    if host == socket.gethostname().replace("~", "_"):
+    if host == _this_host():
         if pid == os.getpid():
             return False  # this process is writing it (another thread)
         try:

@@ -220,7 +220,7 @@ class Crawler:
             if result.reason == "robots_unavailable" and (hold := self.robots.retry_in(result.final_url)) is not None:
                 # A redirect onto a host whose robots.txt is failing (http -> https, a seed -> www):
                 # the page waits like that host's own pages, and is asked for again later.
-                return Outcome(url, depth, result, now, max(hold, delay), fetched=True, deferred=True)
+                return Outcome(url, depth, result, now, max(hold, delay), fetched=False, deferred=True)
         except Exception as e:  # a bug or an exotic failure is one rejected page, not a dead crawl
             result = FetchResult(url, url, reason="fetch_error", detail=f"{type(e).__name__}: {e}"[:500])
             delay = self.c.delay_seconds

@@ -133,6 +133,42 @@ def _complete_json_line(start: bytes) -> bool:
     return True
 
 
+def _read_up_to(data: bytes, f, limit: int, stop_at_newline: bool = False) -> tuple[bytes, Exception | None]:
+    """``data`` plus what ``f`` gives, up to ``limit`` bytes (or the first newline), in pieces, so a
+    stream error keeps what came before it: (bytes read, the error or None)."""
+    parts, size = [data], len(data)
+    while size < limit and not (stop_at_newline and b"\n" in parts[-1]):
+        try:
+            chunk = f.read(min(1 << 16, limit - size))  # small: a failing read loses its piece
+        except _STREAM_ERRORS as e:
+            return b"".join(parts), e
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), None
+
+
+def _read_first_line(head: bytes, f) -> tuple[bytes, Exception | None]:
+    """``head`` extended to hold the file's first line whole (up to MAX_JSON_ARRAY_BYTES)."""
+    if b"\n" in head:
+        return head, None
+    return _read_up_to(head, f, MAX_JSON_ARRAY_BYTES + 1, stop_at_newline=True)
+
+
+class _Failing(io.RawIOBase):
+    """A stream that raises ``error`` when read: the rest of a file whose reading already failed."""
+
+    def __init__(self, error: Exception):
+        self._error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        raise self._error
+
+
 class _Prefixed(io.RawIOBase):
     """A stream that gives ``prefix`` and then the rest of ``f``: what was read to look at a file's
     first bytes is read again, without seeking (an HTTP stream cannot)."""
@@ -260,11 +296,14 @@ class _DocReader:
             yield self._reject(src, "docs_corrupt", f"at the start: {type(e).__name__}: {e}")
             return
         start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-        # Its first line (whole within this first read) opens an object it does not close: one
-        # pretty-printed document. A first line longer than the read is JSONL (a long document).
-        if start.startswith(b"{") and b"\n" in start and not _complete_json_line(start):
-            yield from self._json_object(src, head, f, counters)
-            return
+        if start.startswith(b"{"):
+            # JSONL unless its first line (read whole, however long) opens an object it does not
+            # close: then one pretty-printed document.
+            head, failure = _read_first_line(head, f)
+            if not _complete_json_line(head.removeprefix(b"\xef\xbb\xbf").lstrip()):
+                yield from self._json_object(src, head, _Failing(failure) if failure else f, counters)
+                return
+            f = _Failing(failure) if failure else f
         if not start.startswith(b"["):
             yield from self._jsonl(src, io.BufferedReader(_Prefixed(head, f)), counters)
             return
@@ -292,10 +331,9 @@ class _DocReader:
     def _json_object(self, src: str, head: bytes, f, counters: Counter) -> Iterator[tuple[str, dict]]:
         """A ``.json`` file whose first line is not a whole object: one (pretty-printed) document,
         or, when it does not parse as one, JSONL after all (its lines are judged one by one)."""
-        try:
-            data = head + f.read(max(MAX_JSON_ARRAY_BYTES + 1 - len(head), 0))
-        except _STREAM_ERRORS as e:
-            yield self._reject(src, "docs_corrupt", f"JSON document unreadable: {type(e).__name__}: {e}")
+        data, failure = _read_up_to(head, f, MAX_JSON_ARRAY_BYTES + 1)
+        if failure is not None:  # cut short: what was read is judged line by line, then the damage
+            yield from self._jsonl(src, io.BufferedReader(_Prefixed(data, _Failing(failure))), counters)
             return
         if len(data) <= MAX_JSON_ARRAY_BYTES:
             try:

@@ -77,13 +77,18 @@ def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]
         if name and not name.startswith("utf-16"):
             declared.append(name)
             try:
-                return decode_as(body, name), name
+                return body.decode(name), name
             except UnicodeDecodeError:
                 continue  # the declaration is wrong; try the next source of truth
     try:
         return body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
+    # A declared windows-1252 that failed only on its five undefined bytes is still the truth (a
+    # UTF-8 page wrongly labelled Latin-1 has been read as UTF-8 above, before this lenient retry).
+    for name in declared:
+        if name in DECODE_ERRORS:
+            return decode_as(body, name), name
     guess = _detect(body)
     if guess:
         try:

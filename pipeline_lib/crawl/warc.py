@@ -40,7 +40,7 @@ from warcio.bufferedreaders import BufferedReader, ChunkedDataReader
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.limitreader import LimitReader
 
-from pipeline_lib.crawl.encoding import DECODE_ERRORS, charset_from_content_type, charset_from_meta, codec_for, decode_html
+from pipeline_lib.crawl.encoding import charset_from_content_type, charset_from_meta, codec_for, decode_html
 from pipeline_lib.crawl.fetcher import HTML_TYPES, looks_binary
 from pipeline_lib.crawl.ingest import jobs_for, run_jobs
 from pipeline_lib.schema import PAGE_REJECT_SCHEMA, PAGE_SCHEMA, doc_id
@@ -401,10 +401,9 @@ def _is_utf8(body: bytes) -> bool:
 def _transcode(body: bytes, codec: str) -> bytes:
     """``body.decode(codec).encode("utf-8")``, slice by slice (the incremental decoder carries
     multibyte characters across slice ends, so the text is the same)."""
-    errors = DECODE_ERRORS.get(codec, "strict")
     if len(body) <= _SLICE:
-        return body.decode(codec, errors).encode("utf-8", "replace")
-    decoder = codecs.getincrementaldecoder(codec)(errors)
+        return body.decode(codec).encode("utf-8", "replace")
+    decoder = codecs.getincrementaldecoder(codec)()
     parts = [decoder.decode(body[i:i + _SLICE]).encode("utf-8", "replace") for i in range(0, len(body), _SLICE)]
     parts.append(decoder.decode(b"", True).encode("utf-8", "replace"))
     return b"".join(parts)

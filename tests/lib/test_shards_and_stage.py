@@ -236,7 +236,6 @@ def test_remove_temp_files(tmp_path):
 def test_temp_file_cleanup_spares_writes_whose_writer_is_alive(tmp_path):
     """Another run of the partition (or a stage deployment) starting in the same folder used to
     delete a write in flight, failing that run at its rename."""
-    import socket
     import subprocess
     import sys
     import time
@@ -244,7 +243,7 @@ def test_temp_file_cleanup_spares_writes_whose_writer_is_alive(tmp_path):
     fs = shards.filesystem(str(tmp_path))
     d = tmp_path / "s"
     d.mkdir()
-    host = socket.gethostname()
+    host = shards._this_host()  # hostname and PID namespace
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -266,3 +265,7 @@ def test_temp_file_cleanup_spares_writes_whose_writer_is_alive(tmp_path):
         alive.kill()
         alive.wait()
     assert shards.remove_temp_files(fs, str(d)) == 1  # its writer is gone now
+    # Same hostname, another PID namespace (a container on this host): not ours to judge by pid.
+    other_ns = f".tmp-{'f' * 32}~{dead.pid}~{host.split('@')[0]}@1~part-00005.parquet"
+    (d / other_ns).write_bytes(b"half")
+    assert shards.remove_temp_files(fs, str(d)) == 0 and (d / other_ns).exists()

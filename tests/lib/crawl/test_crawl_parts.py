@@ -71,6 +71,9 @@ def test_charset_order_and_browser_aliases():
     stray = ("<meta charset=iso-8859-1><p>" + "Le café à côté de l'église. " * 30).encode("cp1252") + b"\x81</p>"
     text, codec = decode_html(stray, "text/html")
     assert codec == "cp1252" and "Le café à côté de l'église." in text and text.endswith("\x81</p>")
+    # ... but a UTF-8 page behind the common default "charset=ISO-8859-1" header stays UTF-8 ("с" is D1 81).
+    russian = '<meta charset="utf-8"><p>Москва — столица России.</p>'.encode()
+    assert decode_html(russian, "text/html; charset=ISO-8859-1") == (russian.decode(), "utf-8")
 
 
 def test_retry_after_forms():
@@ -197,13 +200,14 @@ def test_a_redirect_onto_a_host_whose_robots_txt_fails_waits_too(tmp_path):
     with serve_traps() as (site, second):
         second.robots_mode = "500-once"
         cfg = parse_config({"crawl": {"seeds": [site.base + "/escape"], "max_retries": 0, "concurrency": 1,
-                                      "max_depth": 0, "robots_unavailable_seconds": 0.3,
+                                      "max_depth": 0, "max_pages": 1, "robots_unavailable_seconds": 0.3,
                                       "robots_unavailable_retries": 2,
                                       "allow_private_hosts": ["127.0.0.1", "127.0.0.2"]}})
         out = str(tmp_path / "redirected")
         summary = run_crawl(cfg, shards.filesystem(out), out)
         second_paths = [e["path"] for e in second.log]
-    # The seed's redirect target asked for robots.txt, failed, waited, asked again, then was fetched.
+    # The seed's redirect target asked for robots.txt, failed, waited, asked again, then was fetched;
+    # the waiting did not eat the one-page budget.
     assert second_paths[:2] == ["/robots.txt", "/robots.txt"] and len(second_paths) == 3
     assert summary["pages"] == 1 and summary["rejected"] == 0
 

@@ -194,12 +194,14 @@ def test_a_json_file_holding_one_pretty_printed_object_is_one_document(tmp_path)
     long_first_line = tmp_path / "long.json"  # JSONL whose first line outgrows the first 64 KiB read
     long_first_line.write_text(json.dumps({"url": "l0", "text": "x" * 100_000}) + "\n"
                                + json.dumps({"url": "l1", "text": "short"}) + "\n")
+    long_pretty = tmp_path / "long-pretty.json"  # pretty-printed, its first line over the first read
+    long_pretty.write_text('{"text": "' + "y" * 100_000 + '",\n "url": "lp"\n}\n')
     not_one_object = tmp_path / "lines.json"  # starts like an object, is neither one nor JSONL
     not_one_object.write_text('{"url": "a",\n "text": "b"}\n{"url": "c", "text": "d"}\n')
 
-    summary, kept, rejected = _ingest(tmp_path, [pretty, long_first_line, not_one_object])
+    summary, kept, rejected = _ingest(tmp_path, [pretty, long_first_line, long_pretty, not_one_object])
     assert [(r["url"], r["text"]) for r in kept] == [("p", "one document,\nindented"), ("l0", "x" * 100_000),
-                                                     ("l1", "short"), ("c", "d")]
+                                                     ("l1", "short"), ("lp", "y" * 100_000), ("c", "d")]
     assert [(r["url"], r["reject_reason"]) for r in rejected] == [
         (f"{not_one_object}#row=0", "bad_json"), (f"{not_one_object}#row=1", "bad_json")]
 

@@ -228,6 +228,7 @@ def test_http_head_splits_like_warcio(head):
     (("<p>\u2603" * 9000).encode("utf-8") + b"\xe2\x98", "text/html"),  # cut character at the very end
     (("\u0421\u0442\u0440 " * 20000).encode("cp1251"), "text/html; charset=windows-1251"),
     (("caf\u00e9 " * 5000).encode("cp1252") + b"\x81\x8d\x8f\x90\x9d", "text/html; charset=iso-8859-1"),  # C1 bytes
+    ('<meta charset="utf-8"><p>\u041c\u043e\u0441\u043a\u0432\u0430</p>'.encode(), "text/html; charset=iso-8859-1"),
 ])
 def test_pages_stored_as_utf8_bytes_hold_the_decoded_text(body, content_type):
     from pipeline_lib.crawl.encoding import decode_html
