@@ -212,13 +212,16 @@ def extract_page(html: str | None, url: str | None, opts: ExtractOptions) -> dic
     if opts.with_metadata:
         try:
             title, date = page_metadata(tree, url)
-            if date is None and html is not original:
-                # The pruned page lost where some sites keep the date (a <footer> <time>, a plain
-                # <script> with "datePublished"): look at the page as it came, only for pages without
-                # one, and without htmldate's extensive search (115 ms a page on undated pages, 8 ms not).
-                date = _date_of_unpruned(original, url)
         except Exception:  # a metadata bug must not cost the page its text
             title = date = None
+        if date is None and html is not original:
+            # The pruned page lost where some sites keep the date (a <footer> <time>, a plain
+            # <script> with "datePublished"): look at the page as it came, only for pages without
+            # one, and without htmldate's extensive search (115 ms a page on undated pages, 8 ms not).
+            try:
+                date = _date_of_unpruned(original, url)
+            except Exception:  # nor may it cost the page its title
+                date = None
         lang = lang or language_from_tag(tree.get("lang"))
     # trafilatura edits the tree it is given: the full cascade needs a fresh parse, and the page's
     # word count is taken before.

@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--workers", type=int, default=1, metavar="N", help="files ingested at once, one process each")
     w.set_defaults(func=_ingest_warc)
 
-    d = sub.add_parser("ingest-docs", help="read cleaned documents (.parquet/.jsonl/.jsonl.gz) into document shards")
+    d = sub.add_parser("ingest-docs", help="read cleaned documents (.parquet, .jsonl, .json, .ndjson, each also .gz) into "
+                       "document shards")
     d.add_argument("paths", nargs="+", metavar="PATH_OR_URL")
     d.add_argument("--out", required=True, metavar="DIR")
     d.add_argument("--text-column", default="text")

@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--concurrency", type=int, default=2, help="flow runs in flight at once (default: %(default)s)")
     b.add_argument("--force", action="store_true", help="submit partitions that are already complete too")
     b.add_argument("--config", help="config_path parameter of the runs (default: the deployment's)")
-    b.add_argument("--data-root", help="data_root parameter of the runs (default: $CRAWL2MODEL_DATA_ROOT, "
-                                       "else the config's); also where completeness is checked")
+    b.add_argument("--data-root", help="data_root parameter of the runs (default: the deployment's data_root, "
+                                       "else $CRAWL2MODEL_DATA_ROOT, else the config's); also where "
+                                       "completeness is checked")
     b.add_argument("--poll", type=float, default=2.0, help="seconds between state checks")
     b.add_argument("--timeout", type=float, default=None, help="stop waiting after this many seconds")
     b.add_argument("--json", action="store_true", help="print the result table as JSON")
