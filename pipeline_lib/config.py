@@ -127,7 +127,7 @@ class ExtractConfig(_Model):
     favor_precision: bool = Field(True, description="FineWeb's trafilatura setting.")
     include_tables: bool = Field(True, description="Keep table text (trafilatura's and FineWeb's default).")
     include_comments: bool = Field(False, description="Reader comments are not main text (FineWeb).")
-    fast_first: bool = Field(True, description="trafilatura fast mode first; the full cascade only for short/odd results or (with prune_html) under 30% of the page's words.")
+    fast_first: bool = Field(True, description="trafilatura fast mode first; the full cascade only for short/odd results or (with prune_html) under 20% of the page's words.")
     min_text_chars: int = Field(1, ge=0, description="Shorter extractions are rejected (extract_empty).")
     timeout_seconds: float = Field(10.0, gt=0, description="Per-document limit; a slower page is rejected (extract_timeout).")
     prune_html: bool = Field(True, description="selectolax pre-pass dropping never-text subtrees before trafilatura.")
