@@ -98,6 +98,10 @@ def test_cli_prints_funnel_and_where_outputs_are(small_run):
         text = "; ".join(t for t in (", ".join(f"{k}={v}" for k, v in reasons.items()), README_NOTES.get(stage)) if t)
         pattern = rf"^{stage}\s+{shards_}\s+{rows_in}\s+{kept}\s+{rejected}" + (rf"\s+{re.escape(text)}$" if text else r"\s*$")
         assert [l for l in lines if re.fullmatch(pattern, l.rstrip())], f"no funnel row {pattern!r} in:\n{out}"
+    # And the README shows exactly these rows, as printed.
+    readme = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    printed = [l.rstrip() for l in lines if l.split(" ", 1)[0] in README_FUNNEL]
+    assert printed and all(row in readme for row in printed), [row for row in printed if row not in readme]
 
 
 def test_the_suggested_sample_command_runs_as_printed(small_run):
