@@ -97,15 +97,22 @@ def check(cfg: PipelineConfig, partition: str) -> Completeness:
     run_dir = pcfg.run_dir
     fs = pipeline.fs_for(pcfg, run_dir)
     missing: list[str] = []
+    listed: dict[str, set[str]] = {}  # each stage is listed once, as an output and as the next one's input
+
+    def complete(d: str) -> set[str]:
+        if d not in listed:
+            listed[d] = set(shards.list_shards(fs, d))
+        return listed[d]
+
     source = pipeline.source_dir(pcfg, run_dir)
-    if not shards.list_shards(fs, source):
+    if not complete(source):
         missing.append(f"{source.rstrip('/').rsplit('/', 1)[-1]}: no shards")
     for key in pipeline.ORDER[1:-1]:  # urlfilter .. tokens
         out = pipeline.stage_dir(run_dir, key)
         if out == source or not pipeline.enabled(pcfg, key):
             continue
-        inputs = set(shards.list_shards(fs, pipeline.input_dir(pcfg, run_dir, key)))
-        done = set(shards.list_shards(fs, out))
+        inputs = complete(pipeline.input_dir(pcfg, run_dir, key))
+        done = complete(out)
         stage = out.rstrip("/").rsplit("/", 1)[-1]
         if not inputs <= done:
             missing.append(f"{stage}: {len(inputs & done)} of {len(inputs)} shards")

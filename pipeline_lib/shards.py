@@ -10,6 +10,7 @@ or any fsspec URL; the same code writes to a laptop disk and to ``s3://``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -381,6 +382,7 @@ _TEMP_OWNER = re.compile(r"^\.tmp-[0-9a-f]{32}~(\d+)~([^~/]*)~")
 FOREIGN_TEMP_MAX_AGE_S = 3600.0  # a temp file written from another host (shared disk) is a leftover after this
 
 
+@functools.lru_cache(maxsize=1)
 def _this_host() -> str:
     """This host as a temp-name tag: its name and its PID namespace, since containers on one host may
     share a hostname but not their process ids (safe characters only)."""
