@@ -25,6 +25,7 @@ TOP_K = 5  # how many of the model's labels the script check may choose from
 # hangul only in Korean; Chinese text has no kana (the model calls kana-less Han text 'ja' often);
 # the letters і ї є ґ are Ukrainian, not Russian, and ы э ъ ё are Russian, not Ukrainian.
 _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9d]")
+_HAN = re.compile(r"[\u4e00-\u9fff\u3400-\u4dbf]")
 _HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
 _LETTER = re.compile(r"[^\W\d_]")
 _UK_ONLY = re.compile(r"[іїєґІЇЄҐ]")
@@ -62,9 +63,15 @@ def script_allows(lang: str, text: str) -> bool:
     """False where the writing system rules ``lang`` out for ``text``."""
     if text.isascii():  # most of the web: no script evidence beyond "not Japanese"
         return lang != "ja"
-    if _KANA.search(text):
-        return lang == "ja"
-    if lang == "ja":
+    kana = len(_KANA.findall(text))
+    if kana:
+        # Japanese writes a good share of its letters in kana; a few katakana in English ("karaoke",
+        # a Tokyo station name) or a stray "の" in Chinese say nothing about the language.
+        if 10 * kana >= len(_LETTER.findall(text)):
+            return lang == "ja"
+        if lang == "ja":  # mostly other letters: Japanese only if its own part reads as Japanese
+            return 10 * kana >= kana + len(_HAN.findall(text))
+    elif lang == "ja":
         return False  # Han characters without a single kana: Chinese
     if lang != "ko" and _HANGUL.search(text):
         return 2 * len(_HANGUL.findall(text)) < len(_LETTER.findall(text))

@@ -75,6 +75,20 @@ def test_script_check_overrules_the_model_only_where_the_script_is_certain():
     assert script_allows("en", "plain latin text") and script_allows("fr", "texte latin")
 
 
+def test_a_few_kana_in_english_or_chinese_do_not_make_a_document_japanese():
+    # One katakana word used to force "ja" on any document (English with "karaoke" scored ja 0.004).
+    from pipeline_lib.langid import script_allows
+
+    english = ("We went to the karaoke bar (カラオケ) after dinner, and everyone sang old songs until the staff "
+               "asked us to leave. It was the best night of the whole trip, and we still talk about it.")
+    ident = LanguageIdentifier()
+    assert ident.predict_one(english)[0] == "en" and ident.predict_one(english)[1] >= 0.65
+    assert script_allows("en", english) and script_allows("ja", english)  # ja not ruled out, just not forced
+    chinese = "这家店很受欢迎，人气の餐厅每天都排长队，我们等了一个小时才吃上饭，味道确实不错，值得再来。"
+    assert not script_allows("ja", chinese) and script_allows("zh", chinese)
+    assert script_allows("ja", "東京で会いましょう") and not script_allows("en", "東京で会いましょう")
+
+
 def test_kana_less_chinese_is_not_called_japanese():
     # lid.176 alone answers 'ja' for this Chinese sentence (from the Leipzig corpus)
     text = "中共十八届三中全会意义常常被跟当年邓小平的对外开放和引入外资相提并论。"
