@@ -29,6 +29,7 @@ import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import unquote
 
 import pyarrow as pa
 import tldextract
@@ -81,8 +82,16 @@ def split_entry(entry: str) -> tuple[str, str | None]:
         host = host[: host.index("]") + 1]
     else:
         host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    host = _strip_www(host.strip(".").strip())
-    return host, ("/" + path if slash else None)
+    host = host.strip(".").strip()
+    if not host.isascii() and not host.startswith("["):
+        # As the crawler stores hosts: IDNA (punycode; fullwidth letters and the ideographic full
+        # stop folded), so a Unicode entry and a crawled URL of the same site compare equal.
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            pass  # not a valid name: kept as is, and url_invalid decides later
+    host = _strip_www(host.strip("."))
+    return host, ("/" + (unquote(path) if "%" in path else path) if slash else None)
 
 
 
@@ -240,10 +249,13 @@ class UrlFilter:
         path = path.split("#", 1)[0] or "/"
         if path[0] == "?":
             path = "/" + path
+        if "%" in path:  # /%63asino/ is /casino/, as blocklist entries are (decoded alike)
+            path = unquote(path)
         if self.blocklist.url_blocked(host, path):
             return "blocklist_url"
         if self.word_rules is not None:
-            return self.word_rules.check(url_lower)
+            # Percent-escapes decoded first (WARC and document URLs come as written: /%70orn/).
+            return self.word_rules.check(unquote(url_lower).lower() if "%" in url_lower else url_lower)
         return None
 
 

@@ -195,3 +195,22 @@ def test_urls_no_crawler_could_fetch_are_rejected_and_ordinary_ones_are_not():
     assert f.reason("http://" + "a" * 300 + ".com/") == "url_invalid"
     for ok in ("https://example.com/a", "example.com:8080/path", "http://[::1]:8080/x", "HTTP://Example.COM"):
         assert f.reason(ok) is None, ok
+
+
+def test_hosts_compare_as_the_crawler_stores_them_and_escapes_are_decoded(tmp_path):
+    """A Unicode blocklist entry and the punycode host the crawler stores are one site; fullwidth
+    letters and the ideographic full stop fold; /%70orn/ and /%63asino/ are what they spell."""
+    stage = make_stage(tmp_path, ["bücher-casino.de", "casino.example", "127.0.0.1/casino/"])
+    urls = ["http://xn--bcher-casino-dlb.de/", "http://bücher-casino.de/x", "http://ｃａｓｉｎｏ.example/",
+            "http://casino。example/", "http://127.0.0.1/%63asino/x", "http://example.com/%70orn/",
+            "http://example.com/ordinary"]
+    got = reasons_for(stage, urls)
+    assert [got[u] for u in urls] == ["blocklist_domain"] * 4 + ["blocklist_url", "url_banned_word", None]
+
+
+def test_bundled_subwords_do_not_straddle_ordinary_words(tmp_path):
+    stage = make_stage(tmp_path)
+    urls = ["https://www.visitessex.com/essex-camping/", "https://www.middlesex.gov/sussex-camera-club",
+            "https://news.example/adult-campus-courses", "http://x.example/sexcam/live"]
+    got = reasons_for(stage, urls)
+    assert [got[u] for u in urls] == [None, None, None, "url_banned_word"]  # a whole-word ban still holds
