@@ -1,9 +1,14 @@
 """PII stage: find e-mails, phone numbers, IPs, cards, IBANs, SSNs with presidio and replace them.
 
-A transforming stage: it rewrites ``text`` and adds ``pii_spans`` (how many spans it replaced), and
-rejects nothing unless ``max_spans`` is set (then ``pii_too_many_spans``; the rejected copy is
-scrubbed too, so no artifact keeps a found value). Counters count spans per entity type
-(``pii.EMAIL_ADDRESS``); nothing found is ever logged or counted by value.
+A transforming stage: it rewrites ``text`` (and ``title``, when there is one) and adds ``pii_spans``
+(how many spans it replaced in the text), and rejects nothing unless ``max_spans`` is set (then
+``pii_too_many_spans``; the rejected copy is scrubbed too, so no artifact keeps a found value).
+Counters count spans per entity type (``pii.EMAIL_ADDRESS``); nothing found is ever logged or
+counted by value. URLs are kept as crawled: they are the documents' identity.
+
+Numbers written with Unicode dashes or spaces (``415–555–2671``, a no-break space in a card
+number) are found too: detection runs on a copy with those folded to ASCII, which has the same
+length, so its offsets apply to the text as written.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from pipeline_lib.pii.anonymize import Anonymizer
 from pipeline_lib.pii.detect import Detector, Span
 from pipeline_lib.stage import Stage, StageResult, put_column
 
+# Dashes (Unicode Pd, and the minus sign) to "-", space separators (Zs) to " ": one character each.
+_FOLD = {cp: "-" for cp in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58, 0xFE63, 0xFF0D)}
+_FOLD.update({cp: " " for cp in (0x00A0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)})
 TOO_MANY_SPANS = "pii_too_many_spans"
 SPANS_COLUMN = "pii_spans"
 
@@ -32,6 +40,8 @@ class PiiScrubber:
         """The spans that will be replaced, and the number of private IPs left in place."""
         if not isinstance(text, str) or not text:
             return [], 0
+        if not text.isascii():
+            text = text.translate(_FOLD)  # same length: the offsets found are the original's
         return self.anonymizer.replaceable(text, self.detector.find(text))
 
     def scrub(self, text: str | None) -> tuple[str | None, list[Span], int]:
@@ -42,6 +52,7 @@ class PiiScrubber:
 class PiiStage(Stage):
     name = "pii"
     section = "pii"
+    version = 2  # 2: titles scrubbed too; numbers with Unicode dashes and spaces found
 
     def __init__(self, cfg: PipelineConfig):
         super().__init__(cfg)
@@ -67,6 +78,14 @@ class PiiStage(Stage):
             too_many = self.pii.max_spans is not None and len(spans) > self.pii.max_spans
             reasons.append(TOO_MANY_SPANS if too_many else None)
         table = put_column(table, "text", pa.array(new_texts, table.schema.field("text").type))
+        if "title" in table.column_names:  # a page title can hold what its text held
+            titles = []
+            for title in table.column("title").to_pylist():
+                new_title, title_spans, _ = self.scrubber.scrub(title)
+                titles.append(new_title)
+                if title_spans:
+                    counters["pii.title_spans"] += len(title_spans)
+            table = put_column(table, "title", pa.array(titles, table.schema.field("title").type))
         table = put_column(table, SPANS_COLUMN, pa.array(span_counts, pa.int32()))
         counters["pii.spans"] = sum(span_counts)
         return StageResult.split(table, reasons, dict(counters))

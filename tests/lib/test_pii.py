@@ -346,3 +346,21 @@ def test_a_megabyte_of_dense_pii_is_detected_in_bounded_time():
     assert len(spans) == 3 * 18_000
     assert {s.entity_type for s in spans} == {"EMAIL_ADDRESS", "PHONE_NUMBER", "IP_ADDRESS"}
     assert text[spans[0].start:spans[0].end] == "555-123-4567"
+
+
+@pytest.mark.parametrize("dash", ["\u2013", "\u2011", "\u2212", "\u00a0"])
+def test_numbers_written_with_unicode_dashes_or_spaces_are_found(default_stage, dash):
+    """Before, an en dash or a no-break space between the digit groups hid the number."""
+    text = (f"Call 415{dash}555{dash}2671, card 4007{dash}0707{dash}5369{dash}0781, "
+            f"SSN 853{dash}37{dash}1694. Café ☕ closes at six.")
+    out = default_stage.process(docs(text)).kept.column("text")[0].as_py()
+    assert out == "Call <PHONE>, card <CREDIT_CARD>, SSN <SSN>. Café ☕ closes at six."
+
+
+def test_a_title_is_scrubbed_like_the_text(default_stage):
+    table = pa.table({"id": ["d1"], "url": ["https://shop.example/contact"],
+                      "title": ["Contact Jane – jane.roe@gmail.com – +1 415 555 2671"],
+                      "text": ["Write to jane.roe@gmail.com or call +1 415 555 2671."]})
+    result = default_stage.process(table)
+    assert result.kept.column("title").to_pylist() == ["Contact Jane – <EMAIL> – <PHONE>"]
+    assert result.counters["pii.title_spans"] == 2 and result.counters["pii.spans"] == 2  # spans: the text's
