@@ -13,6 +13,7 @@ length, so its offsets apply to the text as written.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import pyarrow as pa
@@ -22,9 +23,17 @@ from pipeline_lib.pii.anonymize import Anonymizer
 from pipeline_lib.pii.detect import Detector, Span
 from pipeline_lib.stage import Stage, StageResult, put_column
 
-# Dashes (Unicode Pd, and the minus sign) to "-", space separators (Zs) to " ": one character each.
-_FOLD = {cp: "-" for cp in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58, 0xFE63, 0xFF0D)}
-_FOLD.update({cp: " " for cp in (0x00A0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)})
+# Dashes (Unicode Pd, and the minus sign) to "-", space separators (Zs) to " ": one character for
+# one, so offsets stay. Two regex substitutions: str.translate took half the detection time.
+_DASHES = re.compile("[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]")
+_SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+
+
+def fold_separators(text: str) -> str:
+    """``text`` with Unicode dashes and spaces as ASCII ones, the same length."""
+    return _SPACES.sub(" ", _DASHES.sub("-", text))
+
+
 TOO_MANY_SPANS = "pii_too_many_spans"
 SPANS_COLUMN = "pii_spans"
 
@@ -41,7 +50,7 @@ class PiiScrubber:
         if not isinstance(text, str) or not text:
             return [], 0
         if not text.isascii():
-            text = text.translate(_FOLD)  # same length: the offsets found are the original's
+            text = fold_separators(text)  # same length: the offsets found are the original's
         return self.anonymizer.replaceable(text, self.detector.find(text))
 
     def scrub(self, text: str | None) -> tuple[str | None, list[Span], int]:
