@@ -35,6 +35,7 @@ import pyarrow as pa
 import tldextract
 
 from pipeline_lib.config import PipelineConfig
+from pipeline_lib.crawl.urls import ascii_host
 from pipeline_lib.stage import Stage, StageResult
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -84,10 +85,9 @@ def split_entry(entry: str) -> tuple[str, str | None]:
         host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     host = host.strip(".").strip()
     if not host.isascii() and not host.startswith("["):
-        # As the crawler stores hosts: IDNA (punycode; fullwidth letters and the ideographic full
-        # stop folded), so a Unicode entry and a crawled URL of the same site compare equal.
+        # As the crawler stores hosts, so a Unicode entry and a crawled URL of one site compare equal.
         try:
-            host = host.encode("idna").decode("ascii")
+            host = ascii_host(host)
         except UnicodeError:
             pass  # not a valid name: kept as is, and url_invalid decides later
     host = _strip_www(host.strip("."))

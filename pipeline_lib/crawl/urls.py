@@ -51,6 +51,12 @@ def _decode_unreserved(s: str) -> str:
     return _PERCENT_ESCAPE.sub(lambda m: m.group(0).upper(), s)
 
 
+def ascii_host(host: str) -> str:
+    """A host name as it is stored and compared: lowercase ASCII, IDNA (punycode) for Unicode names
+    (fullwidth letters and ideographic full stops fold). UnicodeError for a name IDNA refuses."""
+    return host.encode("idna").decode("ascii").lower() if not host.isascii() else host.lower()
+
+
 def normalize_url(url: str, base: str | None = None) -> str | None:
     """The canonical form of an http(s) URL, or None when it is not a crawlable http(s) URL."""
     url = url.strip()
@@ -66,7 +72,7 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
         host = (parts.hostname or "").rstrip(".")
         if not host:
             return None
-        host = host.encode("idna").decode("ascii").lower() if not host.isascii() else host.lower()
+        host = ascii_host(host)
         port = parts.port
     except (ValueError, UnicodeError):
         return None
