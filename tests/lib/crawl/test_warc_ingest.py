@@ -183,6 +183,36 @@ def test_arc_records_get_the_same_id_on_every_run(warc_dir, tmp_path):
     assert len(first) == 1 and [r["id"] for r in first] == [r["id"] for r in again] == [r["id"] for r in gz]
 
 
+
+def test_arc_records_in_a_file_not_opening_like_an_arc_get_stable_ids(warc_dir, tmp_path):
+    # warcio falls back to ARC parsing record by record when a record opens with an ARC header line
+    # (here: an ARC without its filedesc block); every such record got a new random id on each run.
+    arc = (warc_dir / "warcio" / "example.arc").read_bytes()
+    mixed = tmp_path / "mixed.warc"
+    mixed.write_bytes(arc.split(b"\n\n", 1)[1])
+    runs = [_ingest_one(str(mixed), tmp_path / name) for name in ("a", "b")]
+    ids = [[r["id"] for r in kept + rejected] for _, kept, rejected in runs]
+    assert ids[0] and ids[0] == ids[1]
+
+
+def test_gzip_members_inflate_with_isal_and_read_as_with_zlib(warc_dir, tmp_path, monkeypatch):
+    import isal.isal_zlib
+    import warcio.bufferedreaders as plain
+
+    from pipeline_lib.crawl import warc
+
+    made = []
+    real = isal.isal_zlib.decompressobj
+    monkeypatch.setattr(isal.isal_zlib, "decompressobj", lambda *a: made.append(a) or real(*a))
+    src = str(warc_dir / "resiliparse" / "warcfile.warc.gz")
+    _, fast_kept, fast_rejected = _ingest_one(src, tmp_path / "isal")
+    assert len(made) > 16  # one inflater per gzip member
+    monkeypatch.setattr(warc, "_RecordReader", plain.DecompressingBufferedReader)
+    monkeypatch.setattr(warc, "_PayloadReader", plain.BufferedReader)
+    monkeypatch.setattr(warc, "_ChunkedPayloadReader", plain.ChunkedDataReader)
+    _, kept, rejected = _ingest_one(src, tmp_path / "zlib")
+    assert len(kept) == 16 and fast_kept == kept and fast_rejected == rejected
+
 @pytest.mark.parametrize("head", [
     b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-A: 1\r\n\r\n<p>body</p>",
     b"HTTP/1.0 404\nContent-Type: text/html\n\nnot found",  # LF only, no reason phrase
