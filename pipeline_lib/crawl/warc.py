@@ -28,6 +28,7 @@ import gzip
 import io
 import json
 import re
+import struct
 import zlib
 from collections import Counter
 from datetime import datetime, timezone
@@ -35,8 +36,9 @@ from functools import lru_cache
 from typing import Any, Iterator
 
 import fsspec
-from warcio.archiveiterator import ArchiveIterator
+import pyarrow as pa
 from isal import igzip, isal_zlib
+from warcio.archiveiterator import ArchiveIterator
 from warcio.bufferedreaders import BufferedReader, ChunkedDataReader, DecompressingBufferedReader
 from warcio.exceptions import ArchiveLoadFailed
 from warcio.limitreader import LimitReader
@@ -425,22 +427,22 @@ def html_as_utf8(body: bytes, content_type: str) -> bytes:
     return text.encode("utf-8", "replace")  # "replace": unicode_escape can yield lone surrogates
 
 
-# Pages are validated and transcoded in slices of this size: one str of a whole 100 KB page is a
-# fresh mmap that the kernel faults in page by page (measured: ~13,000 faults and a third of the
-# decoding time on the bench file); slices this small are served from the heap and reused.
+# Pages are transcoded in slices of this size: one str of a whole 100 KB page is a fresh mmap that
+# the kernel faults in page by page (measured: ~13,000 faults and a third of the decoding time on
+# the bench file); slices this small are served from the heap and reused.
 _SLICE = 16384
 
 
 def _is_utf8(body: bytes) -> bool:
-    n, pos = len(body), 0
+    """Whether the page is valid UTF-8, by Python's strict rules (no surrogates, no overlong forms,
+    nothing above U+10FFFF): Arrow's validator, which agrees with them, checks it in place without
+    building a str, ~4x faster than decoding (bench/crawl.py real pages: 11 ms against 46 ms a 1,000)."""
+    offsets = pa.py_buffer(struct.pack("<ii", 0, len(body)))
     try:
-        while pos < n:
-            end = pos + _SLICE
-            _text, used = codecs.utf_8_decode(body[pos:end], "strict", end >= n)
-            pos += used  # a character cut by the slice end is read again with the next slice
-        return True
-    except UnicodeDecodeError:
+        pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(body)]).validate(full=True)
+    except pa.ArrowInvalid:
         return False
+    return True
 
 
 def _transcode(body: bytes, codec: str) -> bytes:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline_lib import shards
 from pipeline_lib.crawl import ingest_warc
@@ -316,10 +318,25 @@ def test_payload_encodings_and_head_outcomes_in_a_written_warc(tmp_path, compres
         "server-error": "http_500", "pdf": "non_html", "blank": "empty_body"}
 
 
-def test_utf8_check_in_slices_accepts_characters_cut_by_a_slice_end():
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=12) | st.text(max_size=6).map(lambda t: t.encode("utf-8", "surrogatepass")))
+def test_utf8_check_follows_python_strict_utf8(body):
     from pipeline_lib.crawl.warc import _is_utf8
 
-    page = ("<p>\u2603\u0421 " * 9000).encode("utf-8")  # 3- and 2-byte characters across 16 KB slice ends
+    try:
+        body.decode("utf-8")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    assert _is_utf8(body) is valid
+    for bad in (b"\xed\xa0\x80", b"\xc0\x80", b"\xf4\x90\x80\x80", b"\xe0\x80\x80", b"\xff"):
+        assert not _is_utf8(body + bad)
+
+
+def test_utf8_check_of_whole_pages():
+    from pipeline_lib.crawl.warc import _is_utf8
+
+    page = ("<p>\u2603\u0421 " * 9000).encode("utf-8")  # 3- and 2-byte characters, 150 KB
     assert _is_utf8(page) and _is_utf8(b"") and _is_utf8(b"ascii")
     assert not _is_utf8(page + b"\xe2\x98")  # a character cut by the end of the page is not UTF-8
     assert not _is_utf8(page[:20000] + b"\xed\xa0\x80" + page[20000:])  # an encoded surrogate
