@@ -84,25 +84,44 @@ class Completeness:
         return "complete" if self.complete else "; ".join(self.missing)
 
 
+def _made_from_other_inputs(manifests, in_dir: str, out_dir: str, names: list[str]) -> int:
+    """How many output shards record an input checksum that is not their input shard's now (the
+    input was redone after them: a source file fixed and read again, a stage rerun with new code)."""
+    ins, outs = manifests(in_dir, names), manifests(out_dir, names)
+    stale = 0
+    for name in names:
+        recorded = (outs.get(name) or {}).get("inputs") or []
+        current = ins.get(name)
+        if recorded and current and recorded[0].get("sha256") != current["files"]["kept"]["sha256"]:
+            stale += 1
+    return stale
+
+
 def check(cfg: PipelineConfig, partition: str) -> Completeness:
     """Is this partition's run finished? Every WARC or document input file read to its end, token
     shards for every input shard, and training done.
 
     Every per-shard stage that runs is checked against its input, down the chain: a shard for each
-    input shard, and no shard left without its manifest. (Checking only the tokens stage missed a
-    shard dropped upstream, e.g. by two runs of the partition at once.) Training writes
-    ``done.json`` last.
+    input shard, made from that input shard as it is now (the checksum its manifest records), and
+    no shard left without its manifest. (Checking only the tokens stage missed a shard dropped
+    upstream, e.g. by two runs of the partition at once.) Training writes ``done.json`` last.
     """
     pcfg = for_partition(cfg, partition)
     run_dir = pcfg.run_dir
     fs = pipeline.fs_for(pcfg, run_dir)
     missing: list[str] = []
     listed: dict[str, set[str]] = {}  # each stage is listed once, as an output and as the next one's input
+    loaded: dict[str, dict[str, dict | None]] = {}  # and its manifests read once
 
     def complete(d: str) -> set[str]:
         if d not in listed:
             listed[d] = set(shards.list_shards(fs, d))
         return listed[d]
+
+    def manifests(d: str, names: list[str]) -> dict[str, dict | None]:
+        have = loaded.setdefault(d, {})
+        have.update(shards.load_manifests(fs, d, [n for n in names if n not in have]))
+        return have
 
     source = pipeline.source_dir(pcfg, run_dir)
     if not complete(source):
@@ -118,6 +137,11 @@ def check(cfg: PipelineConfig, partition: str) -> Completeness:
             missing.append(f"{stage}: {len(inputs & done)} of {len(inputs)} shards")
         elif set(shards.list_data_names(fs, out)) - done:
             missing.append(f"{stage}: shards without a manifest (being written, or cut short)")
+        else:
+            stale = _made_from_other_inputs(manifests, pipeline.input_dir(pcfg, run_dir, key), out, sorted(inputs))
+            if stale:
+                missing.append(f"{stage}: {stale} of {len(inputs)} shards made from an earlier version of their "
+                               "input (a run redoes them)")
     if pcfg.source.kind != "crawl":  # WARC or document files: each one read to its end
         from pipeline_lib.crawl.ingest import unfinished_inputs
 

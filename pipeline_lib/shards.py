@@ -228,6 +228,20 @@ def load_manifest(fs, stage_dir: str, name: str) -> dict[str, Any] | None:
         raw = read_bytes(fs, path)
     except (FileNotFoundError, NotADirectoryError):  # incomplete shard (or removed since it was listed)
         return None
+    return _parse_manifest(path, raw)
+
+
+def load_manifests(fs, stage_dir: str, names: list[str]) -> dict[str, dict[str, Any] | None]:
+    """``load_manifest`` for many shards; from an object store, 16 at a time (one request each)."""
+    if is_local(fs) or len(names) <= 1:
+        return {n: load_manifest(fs, stage_dir, n) for n in names}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:
+        return dict(zip(names, pool.map(lambda n: load_manifest(fs, stage_dir, n), names)))
+
+
+def _parse_manifest(path: str, raw: bytes) -> dict[str, Any]:
     try:
         manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -54,7 +54,8 @@ def _config(tmp_path, train: bool = True):
 def _write_shard(fs, stage_dir: str, name: str) -> None:
     table = pa.table({"id": ["a"], "text": ["t"]})
     entry = shards.write_table_file(fs, stage_dir, f"{name}.parquet", table)
-    shards.write_manifest(fs, stage_dir, name, {"files": {"kept": entry.to_dict()}, "counters": {}})
+    shards.write_manifest(fs, stage_dir, name, {"stage": stage_dir.rsplit("/", 1)[1], "files": {"kept": entry.to_dict()},
+                                                "counters": {}})
 
 
 def _fill(cfg, partition: str, token_shards: int, trained: bool, names=None, source: bool = True) -> str:
@@ -185,3 +186,37 @@ def test_backfill_without_a_server_says_what_it_needs_in_one_line(monkeypatch, c
     assert main(["backfill", "--partitions", "2026-11-01"]) == 2
     err = capsys.readouterr().err
     assert "PREFECT_API_URL is not set" in err and "Traceback" not in err
+
+
+def test_a_stage_made_from_an_earlier_version_of_its_input_makes_the_partition_incomplete(tmp_path):
+    """Every shard is there, but one source shard was rewritten (a fixed input file read again)
+    after the stages ran: the run is not finished until they are redone from it."""
+    from pipeline_lib.stage import input_entries
+
+    cfg = _config(tmp_path, train=False)
+    run_dir = _fill(cfg, "p1", token_shards=2, trained=False)
+    pcfg = partitions.for_partition(cfg, "p1")
+    fs = shards.filesystem(run_dir)
+
+    def record_inputs():  # as stage.write_result does: each output names its input's checksum
+        for key in pipeline.ORDER[1:-1]:
+            out = pipeline.stage_dir(run_dir, key)
+            if not pipeline.enabled(pcfg, key) or out == pipeline.source_dir(pcfg, run_dir):
+                continue
+            in_dir = pipeline.input_dir(pcfg, run_dir, key)
+            for name in shards.list_shards(fs, out):
+                manifest = shards.load_manifest(fs, out, name)
+                manifest["inputs"] = input_entries(fs, in_dir, name)
+                shards.write_manifest(fs, out, name, manifest)
+
+    record_inputs()
+    assert partitions.check(cfg, "p1").complete
+    source = pipeline.source_dir(pcfg, run_dir)
+    entry = shards.write_table_file(fs, source, "part-00001.parquet", pa.table({"id": ["b"], "text": ["new"]}))
+    shards.write_manifest(fs, source, "part-00001", {"stage": "00_crawl", "files": {"kept": entry.to_dict()},
+                                                     "counters": {}})
+    first = pipeline.stage_dir(run_dir, "urlfilter")
+    assert partitions.check(cfg, "p1").missing == (
+        f"{first.rsplit('/', 1)[1]}: 1 of 2 shards made from an earlier version of their input (a run redoes them)",)
+    record_inputs()  # the stages redone
+    assert partitions.check(cfg, "p1").complete
