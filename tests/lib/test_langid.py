@@ -44,6 +44,15 @@ def test_english_kept_others_rejected_with_reasons():
     assert result.counters["langid.lang_en"] == 2
 
 
+def test_text_without_a_letter_has_no_language():
+    stage = LangIdStage(parse_config({"langid": {"languages": {}}}))  # no target: every language kept
+    texts = ["\x00\x00\x00", "12 345 678", "!!! ??? ...", "\U0001f600 \U0001f44d", TEXTS["en"], "x 1 2 3"]
+    result = stage.process(doc_table(texts))
+    rejected = dict(zip(result.rejected.column("id").to_pylist(), result.rejected.column("reject_reason").to_pylist()))
+    assert rejected == {"d0": "lang_no_text", "d1": "lang_no_text", "d2": "lang_no_text", "d3": "lang_no_text"}
+    assert result.kept.column("id").to_pylist() == ["d4", "d5"]
+
+
 def test_several_targets_each_with_its_threshold():
     cfg = parse_config({"langid": {"languages": {"fr": 0.5, "de": 1.0}}})
     result = LangIdStage(cfg).process(doc_table([TEXTS["en"], TEXTS["fr"], TEXTS["de"]]))
