@@ -18,7 +18,11 @@ _ALIASES = {
     "x-euc-jp": "euc-jp", "utf8": "utf-8", "unicode-1-1-utf-8": "utf-8",
 }
 _BOMS = [(codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I)
+_COMMENT = re.compile(rb"<!--.*?-->", re.S)
+_META_TAG = re.compile(rb"<meta[\s/][^>]*>", re.I)
+_ATTRIBUTE = re.compile(rb"""([^\s/>"'=]+)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""")
+_CONTENT_CHARSET = re.compile(rb"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I)
 
 
@@ -61,8 +65,20 @@ def charset_from_content_type(content_type: str | None) -> str | None:
 
 
 def charset_from_meta(head: bytes) -> str | None:
-    m = _META_CHARSET.search(head)
-    return m.group(1).decode("ascii", "replace") if m else None
+    """The charset a ``<meta>`` declares, as a browser's prescan finds it: a ``charset`` attribute,
+    or ``http-equiv="content-type"`` with a charset in its ``content``; commented-out tags and a
+    "charset=" inside some other meta's text do not count."""
+    if b"<!--" in head:
+        head = _COMMENT.sub(b"", head).split(b"<!--", 1)[0]  # an unclosed comment runs to the end
+    for tag in _META_TAG.finditer(head):
+        attrs = {k.lower(): v.strip(b"\"'") for k, v in _ATTRIBUTE.findall(tag.group(0))}
+        label = attrs.get(b"charset")
+        if label is None and attrs.get(b"http-equiv", b"").strip().lower() == b"content-type":
+            m = _CONTENT_CHARSET.search(attrs.get(b"content", b""))
+            label = m.group(1) if m else None
+        if label and label.strip():
+            return label.strip()[:40].decode("ascii", "replace")
+    return None
 
 
 def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]:
@@ -89,6 +105,12 @@ def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]
     for name in declared:
         if name in DECODE_ERRORS:
             return decode_as(body, name), name
+    # UTF-8 with a few bad bytes (a stray Latin-1 byte, a character cut short) is still UTF-8, as a
+    # browser reads it: detection would pick a codec that garbles every other character of the page.
+    text = body.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - body.count(b"\xef\xbf\xbd")
+    if bad <= len(_NON_ASCII.findall(text)) - bad:
+        return text, "utf-8"
     guess = _detect(body)
     if guess:
         try:

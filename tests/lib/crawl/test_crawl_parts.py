@@ -76,6 +76,39 @@ def test_charset_order_and_browser_aliases():
     assert decode_html(russian, "text/html; charset=ISO-8859-1") == (russian.decode(), "utf-8")
 
 
+def test_utf8_with_a_few_bad_bytes_stays_utf8():
+    """One stray byte made the declaration "wrong" and detection read the whole page as cp932."""
+    fr = "<p>Le café à côté de l'église, où l'on mange des crêpes.</p>\n" * 20
+    ru = "<p>Москва - столица России, крупнейший город страны.</p>\n" * 20
+    for body, content_type in [(fr.encode() + b"\xa0</p>", "text/html; charset=utf-8"),
+                               (b'<meta charset="utf-8">' + fr.encode() + b"\xff", "text/html"),
+                               (ru.encode() + b"\xd0", "text/html"),  # undeclared, a character cut short
+                               (ru.encode()[:500] + b"\xff" + ru.encode()[500:], "text/html; charset=utf-8")]:
+        text, codec = decode_html(body, content_type)
+        assert codec == "utf-8" and text.count("\ufffd") == 1
+        assert text.replace("\ufffd", "") in (body.decode("utf-8", "ignore"),)
+    # Mostly bad bytes is a wrong declaration, left to detection (not read as UTF-8 full of U+FFFD).
+    latin = ("<p>" + "Le café à côté de l'église. " * 30).encode("cp1252")
+    text, codec = decode_html(latin, "text/html; charset=utf-8")
+    assert codec != "utf-8" and "\ufffd" not in text
+
+
+@pytest.mark.parametrize("head,label", [
+    (b'<!-- old: <meta charset="iso-8859-5"> --><meta charset="utf-8">', "utf-8"),
+    (b'<meta name="description" content="we use charset=koi8-r"><meta charset="utf-8">', "utf-8"),
+    (b'<meta http-equiv="Content-Type" content="text/html; charset=euc-jp">', "euc-jp"),
+    (b"<META HTTP-EQUIV='content-type' CONTENT='text/html;charset=Shift_JIS'>", "Shift_JIS"),
+    (b'<meta charset=windows-1251 />', "windows-1251"),
+    (b'<meta content="text/html; charset=koi8-r">', None),  # no http-equiv: not a declaration
+    (b"<!-- <meta charset=koi8-r>", None),  # an unclosed comment hides the rest
+    (b"<p>charset=utf-8</p>", None),
+])
+def test_meta_charset_as_a_browser_prescan_finds_it(head, label):
+    from pipeline_lib.crawl.encoding import charset_from_meta
+
+    assert charset_from_meta(head) == label
+
+
 def test_retry_after_forms():
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past
