@@ -133,11 +133,13 @@ class Fetcher:
         self.session.close()
 
     def fetch(self, url: str, check: Callable[[str], str | None] | None = None,
-              accept_any_type: bool = False) -> FetchResult:
-        """Fetch with retries on 429/5xx. ``check(url)`` vets every hop (robots, scope)."""
+              accept_any_type: bool = False, truncate_at: int | None = None) -> FetchResult:
+        """Fetch with retries on 429/5xx. ``check(url)`` vets every hop (robots, scope).
+        ``truncate_at``: keep the first that many bytes of a longer body (robots.txt) instead of
+        rejecting it as ``too_large``."""
         result = FetchResult(url=url, final_url=url)
         for attempt in range(self.s.max_retries + 1):
-            result = self._fetch_redirects(url, check, accept_any_type)
+            result = self._fetch_redirects(url, check, accept_any_type, truncate_at)
             result.attempts = attempt + 1
             if result.status not in RETRY_STATUSES or attempt == self.s.max_retries:
                 break
@@ -150,14 +152,14 @@ class Fetcher:
             self.sleep(wait)
         return result
 
-    def _fetch_redirects(self, url: str, check, accept_any_type: bool) -> FetchResult:
+    def _fetch_redirects(self, url: str, check, accept_any_type: bool, truncate_at: int | None) -> FetchResult:
         seen = {url}
         current = url
         for _hop in range(self.s.max_redirects + 1):
             problem = address_problem(current, self.s.allow_private_hosts) or (check(current) if check else None)
             if problem:
                 return FetchResult(url=url, final_url=current, reason=problem, detail=f"refused {current}")
-            result = self._fetch_one(url, current, accept_any_type)
+            result = self._fetch_one(url, current, accept_any_type, truncate_at)
             if result.status is None or not (300 <= result.status < 400) or result.status == 304:
                 return result
             location = result.headers.get("location") or result.headers.get("Location")
@@ -173,7 +175,7 @@ class Fetcher:
         return FetchResult(url=url, final_url=current, reason="too_many_redirects",
                            detail=f"more than {self.s.max_redirects} redirects")
 
-    def _fetch_one(self, url: str, current: str, accept_any_type: bool) -> FetchResult:
+    def _fetch_one(self, url: str, current: str, accept_any_type: bool, truncate_at: int | None) -> FetchResult:
         s = self.s
         result = FetchResult(url=url, final_url=current)
         deadline = time.monotonic() + s.total_timeout
@@ -193,10 +195,10 @@ class Fetcher:
                 else:
                     result.reason, result.detail = "connection_error", str(e)[:200]
                 return result
-            return self._handle(resp, result, deadline, guard, accept_any_type)
+            return self._handle(resp, result, deadline, guard, accept_any_type, truncate_at)
 
     def _handle(self, resp: requests.Response, result: FetchResult, deadline: float, guard: FetchGuard,
-                accept_any_type: bool) -> FetchResult:
+                accept_any_type: bool, truncate_at: int | None = None) -> FetchResult:
         s = self.s
         with resp:
             result.status = resp.status_code
@@ -213,11 +215,12 @@ class Fetcher:
                 result.reason, result.detail = "non_html", mime
                 return result
             length = resp.headers.get("content-length", "")
-            if length.isdigit() and not resp.headers.get("content-encoding") and int(length) > s.max_body_bytes:
+            if length.isdigit() and not resp.headers.get("content-encoding") and int(length) > s.max_body_bytes \
+                    and truncate_at is None:
                 result.reason, result.detail = "too_large", f"Content-Length {length}"
                 return result
             try:
-                body = self._read_body(resp, deadline)
+                body = self._read_body(resp, deadline, truncate_at)
                 if guard.expired:  # the watchdog cut the socket: what we have is a fragment
                     raise _Abort("timeout", "total deadline exceeded while reading the body")
             except _Abort as e:
@@ -239,8 +242,8 @@ class Fetcher:
         result.html, _ = decode_html(body, result.content_type)
         return result
 
-    def _read_body(self, resp: requests.Response, deadline: float) -> bytes:
-        cap = self.s.max_body_bytes
+    def _read_body(self, resp: requests.Response, deadline: float, truncate_at: int | None = None) -> bytes:
+        cap = truncate_at or self.s.max_body_bytes
         decomp = _decompressor(resp.headers.get("content-encoding", ""))
         sock = _socket_of(resp)
         out = bytearray()
@@ -273,6 +276,8 @@ class Fetcher:
                     while decomp.unconsumed_tail and len(out) <= cap:
                         out += decomp.decompress(decomp.unconsumed_tail, cap + 1 - len(out))
             if len(out) > cap:
+                if truncate_at:
+                    return bytes(out[:cap])
                 raise _Abort("too_large", f"more than {cap} bytes")
             if decomp is not None and decomp.eof:
                 break

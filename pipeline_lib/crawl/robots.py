@@ -57,12 +57,12 @@ class RobotsCache:
 
     def _load(self, key: str) -> _Entry:
         self.fetches += 1
-        result = self.fetcher.fetch(key + "/robots.txt", accept_any_type=True)
+        # A larger file is cut at 500 KiB and its start honoured (before, it allowed everything).
+        result = self.fetcher.fetch(key + "/robots.txt", accept_any_type=True, truncate_at=MAX_ROBOTS_BYTES)
         if result.status is not None and 200 <= result.status < 300 and result.html is not None:
-            return _Entry(Protego.parse(result.html[:MAX_ROBOTS_BYTES]))
+            # A UTF-8 BOM hid the first User-agent line from protego, and with it the group's rules.
+            return _Entry(Protego.parse(result.html.removeprefix("\ufeff")))
         if result.status is not None and 400 <= result.status < 500:
-            return _Entry(Protego.parse(""))
-        if result.reason == "too_large":
             return _Entry(Protego.parse(""))
         detail = f"robots.txt {result.status or result.reason}"
         return _Entry(None, self.clock() + self.unavailable_ttl, detail)

@@ -31,6 +31,7 @@ class _Site(ThreadingHTTPServer):
         self.log: list[tuple[str, str]] = []  # (Host header, raw path)
         self.links: dict[int, list[str]] = {}  # extra links on /p/N
         self.robots_failures = 0  # answer robots.txt with 503 this many times
+        self.robots_body: bytes | None = None  # else robots.txt is this, 200 text/plain
 
     @property
     def port(self) -> int:
@@ -69,6 +70,13 @@ class _Handler(BaseHTTPRequestHandler):
             with site.lock:
                 fail = site.robots_failures > 0
                 site.robots_failures -= fail
+            if site.robots_body is not None and not fail:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(site.robots_body)))
+                self.end_headers()
+                self.wfile.write(site.robots_body)
+                return None
             return self._status(503 if fail else 404)
         if host.startswith("localhost") and self.path == "/":
             return self._status(301, f"http://127.0.0.1:{site.port}/p/0")
@@ -183,3 +191,22 @@ def test_bad_seed_is_config_error(seed):
 @pytest.mark.parametrize("seed", ["{sample_site}", "{sample_site}/", "{sample_site}/docs/a.html", "HTTPS://Example.COM"])
 def test_good_seeds_accepted(seed):
     assert parse_config({"crawl": {"seeds": [seed]}}).crawl.seeds == [seed]
+
+
+# ---- 5. robots.txt that protego alone would misread ---------------------------------------------
+@pytest.mark.parametrize("robots,over", [
+    # a UTF-8 BOM hid the first User-agent line, and with it the group's Disallow
+    (b"\xef\xbb\xbfUser-agent: *\nDisallow: /p/1\n", {}),
+    # a robots.txt over max_body_bytes was "too large" and allowed everything; its first 500 KiB count
+    (b"User-agent: *\nDisallow: /p/1\n" + b"# padding padding padding padding\n" * 20_000, {"max_body_bytes": 100_000}),
+    (b"User-agent: *\nDisallow: /p/1\n" + b"# padding padding padding padding\n" * 20_000, {}),
+], ids=["bom", "over_max_body_bytes", "over_500_kib"])
+def test_robots_rules_hold_for_a_bom_and_a_large_file(tmp_path, robots, over):
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        site.robots_body = robots
+        summary = run_crawl(_cfg(f"http://127.0.0.1:{site.port}/p/0", max_pages=4, max_depth=3, **over),
+                            shards.filesystem(out_dir), out_dir)
+        paths = site.paths()
+    assert paths == ["/robots.txt", "/p/0"], paths  # /p/1 disallowed, so /p/2 is never seen either
+    assert summary["reasons"] == {"robots_disallowed": 1}
