@@ -152,7 +152,7 @@ class Fetcher:
             self.sleep(wait)
         return result
 
-    def _fetch_redirects(self, url: str, check, accept_any_type: bool, truncate_at: int | None) -> FetchResult:
+    def _fetch_redirects(self, url: str, check, accept_any_type: bool, truncate_at: int | None = None) -> FetchResult:
         seen = {url}
         current = url
         for _hop in range(self.s.max_redirects + 1):
@@ -175,7 +175,8 @@ class Fetcher:
         return FetchResult(url=url, final_url=current, reason="too_many_redirects",
                            detail=f"more than {self.s.max_redirects} redirects")
 
-    def _fetch_one(self, url: str, current: str, accept_any_type: bool, truncate_at: int | None) -> FetchResult:
+    def _fetch_one(self, url: str, current: str, accept_any_type: bool,
+                   truncate_at: int | None = None) -> FetchResult:
         s = self.s
         result = FetchResult(url=url, final_url=current)
         deadline = time.monotonic() + s.total_timeout
@@ -244,9 +245,13 @@ class Fetcher:
 
     def _read_body(self, resp: requests.Response, deadline: float, truncate_at: int | None = None) -> bytes:
         cap = truncate_at or self.s.max_body_bytes
-        decomp = _decompressor(resp.headers.get("content-encoding", ""))
+        encoding = resp.headers.get("content-encoding", "")
+        decomp = _decompressor(encoding)
+        gzipped = decomp is not None and encoding.strip().lower() in ("gzip", "x-gzip")
+        raw_deflate_ok = decomp is not None and not gzipped  # "deflate" sent without its zlib header
         sock = _socket_of(resp)
         out = bytearray()
+        ended = False  # the compressed stream ended: only another gzip member may follow
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -267,21 +272,37 @@ class Fetcher:
             if decomp is None:
                 out += chunk
             else:
-                try:
-                    # Bounded output per call: at most cap+1 bytes are ever inflated.
-                    out += decomp.decompress(chunk, cap + 1 - len(out))
-                except zlib.error as e:
-                    raise _Abort("bad_encoding", str(e)[:200]) from None
-                if decomp.unconsumed_tail and len(out) <= cap:
-                    while decomp.unconsumed_tail and len(out) <= cap:
-                        out += decomp.decompress(decomp.unconsumed_tail, cap + 1 - len(out))
+                data = chunk
+                while data:
+                    if ended:  # a gzip body of several members (as gzip(1) reads them); else trailing bytes
+                        if not (gzipped and data[:2] == b"\x1f\x8b"):
+                            return self._capped(out, cap, truncate_at)
+                        decomp, ended = _decompressor(encoding), False
+                    try:
+                        # Bounded output per call: at most cap+1 bytes are ever inflated.
+                        out += decomp.decompress(data, cap + 1 - len(out))
+                        while decomp.unconsumed_tail and len(out) <= cap:
+                            out += decomp.decompress(decomp.unconsumed_tail, cap + 1 - len(out))
+                    except zlib.error as e:
+                        if raw_deflate_ok and not out:
+                            decomp, raw_deflate_ok = zlib.decompressobj(-zlib.MAX_WBITS), False
+                            continue  # the same data again, as raw deflate
+                        raise _Abort("bad_encoding", str(e)[:200]) from None
+                    raw_deflate_ok = False
+                    if len(out) > cap:
+                        break
+                    data, ended = (decomp.unused_data, True) if decomp.eof else (b"", False)
             if len(out) > cap:
-                if truncate_at:
-                    return bytes(out[:cap])
-                raise _Abort("too_large", f"more than {cap} bytes")
-            if decomp is not None and decomp.eof:
-                break
+                return self._capped(out, cap, truncate_at)
         return bytes(out)
+
+    @staticmethod
+    def _capped(out: bytearray, cap: int, truncate_at: int | None) -> bytes:
+        if len(out) <= cap:
+            return bytes(out)
+        if truncate_at:
+            return bytes(out[:cap])
+        raise _Abort("too_large", f"more than {cap} bytes")
 
 
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13))

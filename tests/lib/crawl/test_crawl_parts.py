@@ -253,7 +253,7 @@ def test_a_hold_of_zero_seconds_still_asks_robots_txt_once_per_page(tmp_path):
     asked = []
 
     class Failing:
-        def fetch(self, url, accept_any_type=False):
+        def fetch(self, url, accept_any_type=False, truncate_at=None):
             asked.append(url)
             return SimpleNamespace(status=503, html=None, reason="http_503")
 

@@ -4,7 +4,9 @@ a brief robots.txt outage."""
 from __future__ import annotations
 
 import glob
+import gzip
 import threading
+import zlib
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -40,6 +42,16 @@ class _Site(ThreadingHTTPServer):
     def paths(self) -> list[str]:
         with self.lock:
             return [p for _h, p in self.log]
+
+
+PAGE = b"<html><body><p>" + b"hello encoded world " * 500 + b"</p></body></html>"
+_raw = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+ENCODED = {  # bodies some servers send: gzip in two members (as gzip(1) concatenates), deflate without its header
+    "/enc/multi": ("gzip", gzip.compress(PAGE[:4000]) + gzip.compress(PAGE[4000:])),
+    "/enc/raw": ("deflate", _raw.compress(PAGE) + _raw.flush()),
+    "/enc/zlib": ("deflate", zlib.compress(PAGE)),
+    "/enc/trailing": ("gzip", gzip.compress(PAGE) + b"\x00" * 16),
+}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -88,6 +100,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._html(f"<h1>Page {n}</h1><p>{'word ' * 30}{n}</p>{links}<a href='/p/{n + 1}'>next</a>")
         if self.path.startswith("/x/"):
             return self._html(f"<p>{self.path}</p>")
+        if self.path in ENCODED:
+            encoding, data = ENCODED[self.path]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Encoding", encoding)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return None
         self._status(404)
 
 
@@ -210,3 +231,15 @@ def test_robots_rules_hold_for_a_bom_and_a_large_file(tmp_path, robots, over):
         paths = site.paths()
     assert paths == ["/robots.txt", "/p/0"], paths  # /p/1 disallowed, so /p/2 is never seen either
     assert summary["reasons"] == {"robots_disallowed": 1}
+
+
+def test_gzip_of_several_members_and_raw_deflate_bodies_are_read_whole(tmp_path):
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        site.links[0] = list(ENCODED)
+        summary = run_crawl(_cfg(f"http://127.0.0.1:{site.port}/p/0", max_pages=10, max_depth=1),
+                            shards.filesystem(out_dir), out_dir)
+    pages = {r["url"].split("/", 3)[3]: r["html"] for r in _kept(out_dir)}
+    assert summary["rejected"] == 0, summary
+    for path in ENCODED:  # a second member was silently dropped (half the page); raw deflate was bad_encoding
+        assert pages[path.lstrip("/")] == PAGE.decode(), path
