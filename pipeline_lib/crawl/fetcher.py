@@ -160,6 +160,8 @@ class Fetcher:
             if problem:
                 return FetchResult(url=url, final_url=current, reason=problem, detail=f"refused {current}")
             result = self._fetch_one(url, current, accept_any_type, truncate_at)
+            if result.status == 304:  # we never ask conditionally: "not modified" is no page
+                result.reason = result.reason or "http_304"
             if result.status is None or not (300 <= result.status < 400) or result.status == 304:
                 return result
             location = result.headers.get("location") or result.headers.get("Location")
@@ -207,7 +209,8 @@ class Fetcher:
             result.content_type = resp.headers.get("content-type", "")
             if 300 <= resp.status_code < 400:
                 return result
-            if resp.status_code >= 400 or resp.status_code < 200:
+            # 206: part of a page (we never send Range), not a page
+            if resp.status_code >= 400 or resp.status_code < 200 or resp.status_code == 206:
                 result.reason = f"http_{resp.status_code}"
                 result.retry_after = parse_retry_after(resp.headers.get("retry-after"))
                 return result

@@ -100,6 +100,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._html(f"<h1>Page {n}</h1><p>{'word ' * 30}{n}</p>{links}<a href='/p/{n + 1}'>next</a>")
         if self.path.startswith("/x/"):
             return self._html(f"<p>{self.path}</p>")
+        if self.path.startswith("/status/"):
+            code = int(self.path.rsplit("/", 1)[1])
+            self.send_response(code)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", "11")
+            self.end_headers()
+            self.wfile.write(b"<p>part</p>" if code != 304 else b"")
+            return None
         if self.path in ENCODED:
             encoding, data = ENCODED[self.path]
             self.send_response(200)
@@ -243,3 +251,13 @@ def test_gzip_of_several_members_and_raw_deflate_bodies_are_read_whole(tmp_path)
     assert summary["rejected"] == 0, summary
     for path in ENCODED:  # a second member was silently dropped (half the page); raw deflate was bad_encoding
         assert pages[path.lstrip("/")] == PAGE.decode(), path
+
+
+def test_not_modified_and_partial_content_are_no_pages(tmp_path):
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        site.links[0] = ["/status/304", "/status/206", "/status/203"]
+        summary = run_crawl(_cfg(f"http://127.0.0.1:{site.port}/p/0", max_pages=10, max_depth=1),
+                            shards.filesystem(out_dir), out_dir)
+    assert summary["reasons"] == {"http_304": 1, "http_206": 1}  # a 304 was kept as a page without html
+    assert all(r["html"] for r in _kept(out_dir))
