@@ -30,8 +30,12 @@ def train_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, 
     if result.get("skipped"):
         print("  train      already complete", file=sys.stderr, flush=True)
     else:
-        print(f"  train      {result.get('steps')} steps, loss {result.get('final_loss', float('nan')):.3f}, "
-              f"val {result.get('val_loss', float('nan')):.3f}", file=sys.stderr, flush=True)
+        def loss(key: str) -> str:  # no validation part (val_fraction 0, or too few tokens) gives None
+            value = result.get(key)
+            return "n/a" if value is None else f"{value:.3f}"
+
+        print(f"  train      {result.get('steps')} steps, loss {loss('final_loss')}, val {loss('val_loss')}",
+              file=sys.stderr, flush=True)
     from flows.artifacts import publish_training
 
     publish_training(run_dir, result, cfg.run.storage_options)

@@ -107,9 +107,15 @@ def split_train_val(stream: TokenStream, val_fraction: float, min_val_tokens: in
         return tokens, None
     want = max(int(n * val_fraction), min_val_tokens)
     ends = np.cumsum(stream.doc_lengths)
-    # The boundary closest to n - want that still leaves min_val_tokens on both sides.
+    # The boundary closest to n - want that still leaves min_val_tokens on both sides, if it is within
+    # half of ``want`` of it; else (one huge last document) the split falls inside a document, so
+    # that the held-out part stays about val_fraction instead of taking most of the data.
     candidates = ends[(ends >= min_val_tokens) & (ends <= n - min_val_tokens)]
-    split = int(candidates[np.argmin(np.abs(candidates - (n - want)))]) if candidates.size else n - want
+    split = n - want
+    if candidates.size:
+        nearest = int(candidates[np.argmin(np.abs(candidates - (n - want)))])
+        if abs(nearest - (n - want)) <= want // 2:
+            split = nearest
     return tokens[:split], tokens[split:]
 
 

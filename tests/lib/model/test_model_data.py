@@ -63,6 +63,19 @@ def test_validation_split_falls_on_a_document_boundary(token_dir):
     assert data.split_train_val(stream, 0.1, min_val_tokens=len(stream.tokens))[1] is None
 
 
+@pytest.mark.parametrize("frac", [0.05, 0.2])
+def test_one_huge_last_document_does_not_become_most_of_the_validation_part(frac):
+    docs = [20] * 50 + [9000]  # the only boundary near the end is 9,000 tokens from it
+    stream = data.TokenStream(np.zeros(sum(docs), np.uint16), np.array(docs, np.int64))
+    train, val = data.split_train_val(stream, frac, min_val_tokens=65)
+    assert len(train) + len(val) == 10_000
+    assert len(val) == int(10_000 * frac)  # was 9,000 (90% held out) at either fraction
+    reverse = data.TokenStream(stream.tokens, np.array(docs[::-1], np.int64))  # boundaries near: used
+    train, val = data.split_train_val(reverse, frac, min_val_tokens=65)
+    assert len(train) in set(np.cumsum(reverse.doc_lengths).tolist())
+    assert 0.5 * 10_000 * frac <= len(val) <= 1.5 * 10_000 * frac
+
+
 def test_windows_are_next_token_pairs_that_cross_document_boundaries():
     tokens = np.arange(1000, dtype=np.uint16)
     sampler = data.WindowSampler(tokens, block_size=8, batch_size=4, seed=1)
