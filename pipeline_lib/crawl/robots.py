@@ -21,6 +21,12 @@ from pipeline_lib.crawl.urls import host_key
 MAX_ROBOTS_BYTES = 500 * 1024  # RFC 9309: parse at least the first 500 KiB
 
 
+def product_token(user_agent: str) -> str:
+    """``MyBot`` of ``MyBot/1.2 (+https://example.org/bot)``."""
+    token = user_agent.strip().split("/", 1)[0].split(None, 1)
+    return token[0] if token else user_agent
+
+
 class _Entry:
     __slots__ = ("parser", "unavailable_until", "detail", "failures")
 
@@ -33,7 +39,9 @@ class RobotsCache:
     def __init__(self, fetcher: Fetcher, user_agent: str, unavailable_ttl: float = 60.0,
                  unavailable_retries: int = 0, clock=time.monotonic):
         self.fetcher = fetcher
-        self.user_agent = user_agent
+        # Groups match the product token (RFC 9309 2.2.1), not the whole header: its "(+https://
+        # example.org/bot)" comment made a group for "example" apply to us.
+        self.user_agent = product_token(user_agent)
         self.unavailable_ttl = unavailable_ttl
         self.unavailable_retries = unavailable_retries
         self.clock = clock

@@ -298,3 +298,21 @@ def test_charset_labels_that_name_no_text_codec_are_ignored():
 
     assert decode_html("<p>café</p>".encode(), "text/html; charset=hex") == ("<p>café</p>", "utf-8")
     assert decode_html(b"<meta charset=base64><p>hi</p>", None)[0] == "<meta charset=base64><p>hi</p>"
+
+
+@pytest.mark.parametrize("group,allowed", [("example", False), ("invalid", False), ("crawl2model", True),
+                                           ("CRAWL2MODEL", True), ("otherbot", False)])
+def test_robots_groups_match_the_product_token_not_the_whole_user_agent(group, allowed):
+    from types import SimpleNamespace
+
+    from pipeline_lib.crawl.robots import RobotsCache, product_token
+
+    text = f"User-agent: *\nDisallow: /\n\nUser-agent: {group}\nAllow: /\n"
+
+    class Serving:
+        def fetch(self, url, accept_any_type=False, truncate_at=None):
+            return SimpleNamespace(status=200, html=text, reason=None)
+
+    robots = RobotsCache(Serving(), "crawl2model/0.1 (+https://example.invalid/crawl2model)")
+    assert (robots.problem("https://a.example/page") is None) is allowed
+    assert product_token("MyBot/1.2 (+https://x.org)") == "MyBot" and product_token("  ") == "  "
