@@ -56,14 +56,25 @@ def settings_from(c: CrawlConfig) -> FetchSettings:
         user_agent=c.user_agent, connect_timeout=c.connect_timeout, read_timeout=c.read_timeout,
         total_timeout=c.total_timeout, max_body_bytes=c.max_body_bytes, max_redirects=c.max_redirects,
         max_retries=c.max_retries, max_retry_wait=c.max_retry_wait,
-        allow_private_hosts=tuple(h.lower() for h in c.allow_private_hosts))
+        allow_private_hosts=tuple(private_host_name(h) for h in c.allow_private_hosts))
+
+
+def private_host_name(host: str) -> str:
+    """An ``--allow-private`` value as crawled URLs spell their host: "[::1]" is "::1", "localhost."
+    is "localhost" (they were refused as private_address, written either way)."""
+    host = host.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host.rstrip(".") or host
 
 
 def extract_links(html: str, base_url: str) -> list[str]:
     tree = HTMLParser(html)
     for meta in tree.css("meta[name]"):
-        if (meta.attributes.get("name") or "").lower() == "robots" and "nofollow" in (meta.attributes.get("content") or "").lower():
-            return []
+        if (meta.attributes.get("name") or "").lower() == "robots":
+            directives = {d.strip() for d in (meta.attributes.get("content") or "").lower().split(",")}
+            if directives & {"nofollow", "none"}:  # "none" is noindex, nofollow
+                return []
     base_tag = tree.css_first("base[href]")
     if base_tag is not None:
         base_url = normalize_url(base_tag.attributes.get("href") or "", base_url) or base_url

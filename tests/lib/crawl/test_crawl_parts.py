@@ -316,3 +316,22 @@ def test_robots_groups_match_the_product_token_not_the_whole_user_agent(group, a
     robots = RobotsCache(Serving(), "crawl2model/0.1 (+https://example.invalid/crawl2model)")
     assert (robots.problem("https://a.example/page") is None) is allowed
     assert product_token("MyBot/1.2 (+https://x.org)") == "MyBot" and product_token("  ") == "  "
+
+
+@pytest.mark.parametrize("content,follows", [("none", False), ("noindex, nofollow", False), ("NOFOLLOW", False),
+                                             ("noindex", True), ("all", True), ("nofollowing-is-not-a-directive", True)])
+def test_meta_robots_none_means_nofollow(content, follows):
+    from pipeline_lib.crawl.crawler import extract_links
+
+    html = f'<meta name="robots" content="{content}"><a href="/next">n</a>'
+    assert (extract_links(html, "https://a.example/") == ["https://a.example/next"]) is follows
+
+
+@pytest.mark.parametrize("spelled,url", [("[::1]", "http://[::1]:8080/"), ("::1", "http://[::1]/"),
+                                         ("localhost.", "http://localhost:8080/"), ("LocalHost", "http://localhost/")])
+def test_allow_private_values_are_spelled_as_crawled_hosts(spelled, url):
+    from pipeline_lib.crawl.crawler import settings_from
+
+    settings = settings_from(parse_config({"crawl": {"allow_private_hosts": [spelled]}}).crawl)
+    assert address_problem(url, settings.allow_private_hosts) is None
+    assert address_problem("http://127.0.0.2/", settings.allow_private_hosts) == "private_address"
