@@ -165,6 +165,13 @@ class Fetcher:
             if result.status is None or not (300 <= result.status < 400) or result.status == 304:
                 return result
             location = result.headers.get("location") or result.headers.get("Location")
+            if location and not location.isascii():
+                # http.client reads header bytes as Latin-1: a raw UTF-8 Location (as requests'
+                # own redirect code assumes) would be percent-encoded twice.
+                try:
+                    location = location.encode("latin-1").decode("utf-8")
+                except (UnicodeEncodeError, UnicodeDecodeError):
+                    pass
             target = normalize_url(location, current) if location else None
             if target is None:
                 result.reason, result.detail = "bad_redirect", f"Location {location!r}"

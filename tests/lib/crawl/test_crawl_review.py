@@ -100,6 +100,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._html(f"<h1>Page {n}</h1><p>{'word ' * 30}{n}</p>{links}<a href='/p/{n + 1}'>next</a>")
         if self.path.startswith("/x/"):
             return self._html(f"<p>{self.path}</p>")
+        if self.path == "/utf8-location":
+            self.send_response(301)
+            self._headers_buffer.append("Location: /caf\u00e9/men\u00fc\r\n".encode("utf-8"))  # raw UTF-8 bytes
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if self.path == "/caf%C3%A9/men%C3%BC":
+            return self._html("<p>caf\u00e9 men\u00fc</p>")
         if self.path.startswith("/status/"):
             code = int(self.path.rsplit("/", 1)[1])
             self.send_response(code)
@@ -261,3 +269,14 @@ def test_not_modified_and_partial_content_are_no_pages(tmp_path):
                             shards.filesystem(out_dir), out_dir)
     assert summary["reasons"] == {"http_304": 1, "http_206": 1}  # a 304 was kept as a page without html
     assert all(r["html"] for r in _kept(out_dir))
+
+
+def test_a_raw_utf8_location_is_followed_as_utf8(tmp_path):
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        site.links[0] = ["/utf8-location"]
+        summary = run_crawl(_cfg(f"http://127.0.0.1:{site.port}/p/0", max_pages=3, max_depth=1),
+                            shards.filesystem(out_dir), out_dir)
+        paths = site.paths()
+    assert "/caf%C3%A9/men%C3%BC" in paths  # was /caf%C3%83%C2%A9/men%C3%83%C2%BC: a 404
+    assert summary["rejected"] == 0 and summary["pages"] == 3
