@@ -62,7 +62,7 @@ class CrawlConfig(_Model):
     concurrency: int = Field(4, ge=1, le=256, description="Hosts fetched in parallel.")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to establish a connection.")
     read_timeout: float = Field(10.0, gt=0, description="Seconds of silence tolerated while reading.")
-    total_timeout: float = Field(30.0, gt=0, description="Hard deadline per fetch, trickling servers included.")
+    total_timeout: float = Field(30.0, gt=0, description="Hard deadline per fetch of a page, its redirect hops and trickling servers included (each retry gets a new one).")
     max_body_bytes: int = Field(5_000_000, ge=1024, description="Cut off after this many decompressed bytes.")
     max_redirects: int = Field(5, ge=0, description="Redirect hops followed (each re-checked); loops are rejected.")
     max_retries: int = Field(2, ge=0, description="Retries for 429/5xx only.")

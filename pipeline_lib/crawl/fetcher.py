@@ -155,11 +155,15 @@ class Fetcher:
     def _fetch_redirects(self, url: str, check, accept_any_type: bool, truncate_at: int | None = None) -> FetchResult:
         seen = {url}
         current = url
+        deadline = time.monotonic() + self.s.total_timeout  # one deadline for the page, redirects included
         for _hop in range(self.s.max_redirects + 1):
             problem = address_problem(current, self.s.allow_private_hosts) or (check(current) if check else None)
             if problem:
                 return FetchResult(url=url, final_url=current, reason=problem, detail=f"refused {current}")
-            result = self._fetch_one(url, current, accept_any_type, truncate_at)
+            if time.monotonic() >= deadline:
+                return FetchResult(url=url, final_url=current, reason="timeout",
+                                   detail=f"total deadline of {self.s.total_timeout}s reached after redirects")
+            result = self._fetch_one(url, current, accept_any_type, truncate_at, deadline)
             if result.status == 304:  # we never ask conditionally: "not modified" is no page
                 result.reason = result.reason or "http_304"
             if result.status is None or not (300 <= result.status < 400) or result.status == 304:
@@ -185,18 +189,18 @@ class Fetcher:
                            detail=f"more than {self.s.max_redirects} redirects")
 
     def _fetch_one(self, url: str, current: str, accept_any_type: bool,
-                   truncate_at: int | None = None) -> FetchResult:
+                   truncate_at: int | None = None, deadline: float | None = None) -> FetchResult:
         s = self.s
         result = FetchResult(url=url, final_url=current)
-        deadline = time.monotonic() + s.total_timeout
+        deadline = deadline if deadline is not None else time.monotonic() + s.total_timeout
+        left = max(0.001, deadline - time.monotonic())
         # Connection: close, so every request opens a socket the guard vets and can cut.
         headers = {"User-Agent": s.user_agent, "Accept-Encoding": "gzip, deflate", "Connection": "close",
                    "Accept": "text/html,application/xhtml+xml;q=0.9,*/*;q=0.1"}
         with FetchGuard(s.allow_private_hosts, deadline) as guard:
             try:
                 resp = self.session.get(current, headers=headers, stream=True, allow_redirects=False,
-                                        timeout=(min(s.connect_timeout, s.total_timeout),
-                                                 min(s.read_timeout, s.total_timeout)))
+                                        timeout=(min(s.connect_timeout, left), min(s.read_timeout, left)))
             except requests.exceptions.RequestException as e:
                 if guard.refused_peer:
                     result.reason, result.detail = "private_address", f"connected to {guard.refused_peer}"

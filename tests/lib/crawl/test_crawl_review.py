@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import gzip
 import threading
+import time
 import zlib
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,6 +101,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._html(f"<h1>Page {n}</h1><p>{'word ' * 30}{n}</p>{links}<a href='/p/{n + 1}'>next</a>")
         if self.path.startswith("/x/"):
             return self._html(f"<p>{self.path}</p>")
+        if self.path.startswith("/slow-hop/"):
+            time.sleep(0.5)
+            return self._status(302, f"/slow-hop/{int(self.path.rsplit('/', 1)[1]) + 1}")
         if self.path == "/utf8-location":
             self.send_response(301)
             self._headers_buffer.append("Location: /caf\u00e9/men\u00fc\r\n".encode("utf-8"))  # raw UTF-8 bytes
@@ -280,3 +284,17 @@ def test_a_raw_utf8_location_is_followed_as_utf8(tmp_path):
         paths = site.paths()
     assert "/caf%C3%A9/men%C3%BC" in paths  # was /caf%C3%83%C2%A9/men%C3%83%C2%BC: a 404
     assert summary["rejected"] == 0 and summary["pages"] == 3
+
+
+def test_the_total_deadline_covers_a_page_and_its_redirects(tmp_path):
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        site.links[0] = ["/slow-hop/0"]
+        started = time.monotonic()
+        summary = run_crawl(_cfg(f"http://127.0.0.1:{site.port}/p/0", max_pages=3, max_depth=1, total_timeout=1.6,
+                                 max_redirects=10), shards.filesystem(out_dir), out_dir)
+        hops = [p for p in site.paths() if p.startswith("/slow-hop/")]
+    # Each hop took 0.5 s, within the per-request deadline: 11 hops (5.5 s) were one fetch before.
+    assert summary["reasons"] == {"timeout": 1}, summary
+    assert 3 <= len(hops) <= 5, hops
+    assert time.monotonic() - started < 5
