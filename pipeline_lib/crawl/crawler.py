@@ -31,7 +31,7 @@ from pipeline_lib.crawl.fetcher import FetchResult, Fetcher, FetchSettings, addr
 from pipeline_lib.crawl.frontier import Frontier
 from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD
 from pipeline_lib.crawl.robots import RobotsCache
-from pipeline_lib.crawl.urls import Scope, normalize_url
+from pipeline_lib.crawl.urls import Scope, host_key, normalize_url
 from pipeline_lib.schema import PAGE_REJECT_SCHEMA, PAGE_SCHEMA, doc_id
 from pipeline_lib.stage import StageResult, write_result
 
@@ -227,15 +227,33 @@ class Crawler:
                                deferred=True)
             if problem:
                 return Outcome(url, depth, FetchResult(url, url, reason=problem), now, 0.0, fetched=False)
-            result = self.fetcher.fetch(url, check=lambda hop: self._hop_check(url, depth, hop))
+            result = self.fetcher.fetch(url, check=lambda hop: self._hop_check(url, depth, hop), min_retry_wait=delay)
             if result.reason == "robots_unavailable" and (hold := self.robots.retry_in(result.final_url)) is not None:
                 # A redirect onto a host whose robots.txt is failing (http -> https, a seed -> www):
                 # the page waits like that host's own pages, and is asked for again later.
                 return Outcome(url, depth, result, now, max(hold, delay), fetched=False, deferred=True)
+            if result.retry_after and result.status in (429, 503):
+                # A Retry-After longer than we wait for this page still holds its host (capped like
+                # a Crawl-delay): its other pages were asked for at the plain delay and all got 429.
+                delay = max(delay, min(result.retry_after, max(self.c.max_crawl_delay, self.c.max_retry_wait)))
         except Exception as e:  # a bug or an exotic failure is one rejected page, not a dead crawl
             result = FetchResult(url, url, reason="fetch_error", detail=f"{type(e).__name__}: {e}"[:500])
             delay = self.c.delay_seconds
         return Outcome(url, depth, result, now, delay, fetched=True)
+
+    def _landing_delay(self, outcome: Outcome) -> tuple[str, float] | None:
+        """The host a redirect landed on and its politeness delay: that host was asked too."""
+        final = outcome.result.final_url
+        # status None: no answer came from there (a hop refused before its request, a timeout)
+        if not outcome.fetched or outcome.result.status is None or not final or final == outcome.url:
+            return None
+        try:
+            host = host_key(final)
+            if host == host_key(outcome.url):
+                return None
+            return host, max(self.c.delay_seconds, min(self.robots.crawl_delay(final), self.c.max_crawl_delay))
+        except Exception:
+            return None
 
     def _links(self, outcome: Outcome) -> list[str]:
         try:
@@ -268,6 +286,9 @@ class Crawler:
                     host, url, depth = inflight.pop(fut)
                     outcome = fut.result()
                     self.frontier.release(host, outcome.host_delay)
+                    landed = self._landing_delay(outcome)
+                    if landed is not None:  # http -> https, apex -> www: the other host waits its delay too
+                        self.frontier.postpone(*landed)
                     if not outcome.fetched:
                         self.fetched -= 1  # the page budget counts requests, not refusals
                     if outcome.deferred:  # waits, first in its host's queue, for robots.txt to be asked again

@@ -133,10 +133,12 @@ class Fetcher:
         self.session.close()
 
     def fetch(self, url: str, check: Callable[[str], str | None] | None = None,
-              accept_any_type: bool = False, truncate_at: int | None = None) -> FetchResult:
+              accept_any_type: bool = False, truncate_at: int | None = None,
+              min_retry_wait: float = 0.0) -> FetchResult:
         """Fetch with retries on 429/5xx. ``check(url)`` vets every hop (robots, scope).
         ``truncate_at``: keep the first that many bytes of a longer body (robots.txt) instead of
-        rejecting it as ``too_large``."""
+        rejecting it as ``too_large``. ``min_retry_wait``: the host's politeness delay, which a
+        retry's backoff never undercuts."""
         result = FetchResult(url=url, final_url=url)
         for attempt in range(self.s.max_retries + 1):
             result = self._fetch_redirects(url, check, accept_any_type, truncate_at)
@@ -145,7 +147,7 @@ class Fetcher:
                 break
             wait = result.retry_after
             if wait is None:
-                wait = self.s.backoff_base * (2 ** attempt)
+                wait = max(self.s.backoff_base * (2 ** attempt), min_retry_wait)
             if wait > self.s.max_retry_wait:
                 result.detail = f"Retry-After {wait:.0f}s exceeds max_retry_wait"
                 break

@@ -53,6 +53,10 @@ class Frontier:
         self.busy.discard(host)
         self.next_time[host] = self.clock() + delay
 
+    def postpone(self, host: str, delay: float) -> None:
+        """``host`` was just asked (a redirect landed there): its next request waits ``delay``."""
+        self.next_time[host] = max(self.next_time.get(host, 0.0), self.clock() + delay)
+
     def requeue(self, host: str, url: str, depth: int) -> None:
         """Put a popped URL back at the front of its host's queue (it stays visited)."""
         self.queues.setdefault(host, deque()).appendleft((url, depth))

@@ -35,6 +35,7 @@ class _Site(ThreadingHTTPServer):
         self.links: dict[int, list[str]] = {}  # extra links on /p/N
         self.robots_failures = 0  # answer robots.txt with 503 this many times
         self.robots_body: bytes | None = None  # else robots.txt is this, 200 text/plain
+        self.busy_answers = 0  # answer /busy with 503 this many times, then a page
 
     @property
     def port(self) -> int:
@@ -101,6 +102,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._html(f"<h1>Page {n}</h1><p>{'word ' * 30}{n}</p>{links}<a href='/p/{n + 1}'>next</a>")
         if self.path.startswith("/x/"):
             return self._html(f"<p>{self.path}</p>")
+        if self.path.startswith("/busy"):
+            with site.lock:
+                busy = site.busy_answers > 0
+                site.busy_answers -= busy
+            if busy:
+                self.send_response(503)
+                if self.path == "/busy-long":
+                    self.send_header("Retry-After", "40")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            return self._html("<p>not busy now</p>")
         if self.path.startswith("/slow-hop/"):
             time.sleep(0.5)
             return self._status(302, f"/slow-hop/{int(self.path.rsplit('/', 1)[1]) + 1}")
@@ -298,3 +311,40 @@ def test_the_total_deadline_covers_a_page_and_its_redirects(tmp_path):
     assert summary["reasons"] == {"timeout": 1}, summary
     assert 3 <= len(hops) <= 5, hops
     assert time.monotonic() - started < 5
+
+
+def test_a_retry_waits_at_least_the_hosts_politeness_delay():
+    from pipeline_lib.crawl.fetcher import Fetcher, FetchSettings
+
+    slept: list[float] = []
+    with _site() as site:
+        site.busy_answers = 2
+        fetcher = Fetcher(FetchSettings(allow_private_hosts=("127.0.0.1",), max_retries=3, backoff_base=0.5),
+                          sleep=slept.append)
+        result = fetcher.fetch(f"http://127.0.0.1:{site.port}/busy", min_retry_wait=2.0)
+    assert result.ok and result.attempts == 3
+    assert slept == [2.0, 2.0]  # the backoff alone was 0.5 s, then 1 s, under a Crawl-delay of 2 s
+
+
+def test_a_retry_after_beyond_max_retry_wait_holds_the_host(tmp_path):
+    from pipeline_lib.crawl.crawler import Crawler
+
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        site.busy_answers = 1
+        cfg = _cfg(f"http://127.0.0.1:{site.port}/busy-long", max_retry_wait=5.0, max_crawl_delay=30.0)
+        crawler = Crawler(cfg, shards.filesystem(out_dir), out_dir)
+        outcome = crawler._work(f"http://127.0.0.1:{site.port}/busy-long", 0)
+        crawler.fetcher.close()
+    assert outcome.result.reason == "http_503"  # this page is given up (Retry-After 40 > max_retry_wait 5) ...
+    assert outcome.host_delay == 30.0  # ... but its host waits (capped like a Crawl-delay), not the 0 s delay
+
+
+def test_a_redirect_landing_on_another_host_delays_that_host_too():
+    from pipeline_lib.crawl.frontier import Frontier
+
+    now = [100.0]
+    frontier = Frontier(clock=lambda: now[0])
+    frontier.postpone("https://b.example", 2.0)
+    frontier.postpone("https://b.example", 0.5)  # never earlier than a wait already set
+    assert frontier.next_time["https://b.example"] == 102.0
