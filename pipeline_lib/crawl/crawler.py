@@ -145,10 +145,30 @@ class Crawler:
             self.frontier.add(seed, 0)
         self.fetched = int(state["fetched"])
         self.next_shard = int(last.rsplit("-", 1)[1]) + 1
+        if self._deepen(names, state.get("max_depth")):
+            done = None  # new pages to fetch: the crawl is not finished
         return done
+
+    def _deepen(self, names: list[str], old_max_depth: int | None) -> int:
+        """A rerun with a larger max_depth: the links of the pages at the old limit were never
+        queued (and those pages are never fetched again), so they are read back from the shards
+        and queued now. Returns how many links joined the queue."""
+        if old_max_depth is None or old_max_depth >= self.c.max_depth:  # None: a state from before this
+            return 0
+        added = 0
+        for name in names:
+            table = shards.read_verified(self.fs, self.out_dir, name, columns=["final_url", "html", "depth"])
+            for i, depth in enumerate(table.column("depth").to_pylist()):
+                if depth != old_max_depth:
+                    continue
+                html, final_url = table.column("html")[i].as_py(), table.column("final_url")[i].as_py()
+                added += sum(self.frontier.add(link, depth + 1)
+                             for link in extract_links(html or "", final_url) if self.scope.allows(link))
+        return added
 
     def _write_state(self, name: str, inflight: list[tuple[str, int]]) -> None:
         state = {"shard": name, "fetched": self.fetched - len(inflight), "config_hash": self.config_hash,
+                 "max_depth": self.c.max_depth,
                  "frontier": self.frontier.to_state(inflight), "seed_redirect_hosts": self.scope.extra_hosts()}
         shards.write_bytes_atomic(self.fs, self._state_path(name + ".json"), json.dumps(state).encode())
 

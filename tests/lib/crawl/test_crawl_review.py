@@ -348,3 +348,19 @@ def test_a_redirect_landing_on_another_host_delays_that_host_too():
     frontier.postpone("https://b.example", 2.0)
     frontier.postpone("https://b.example", 0.5)  # never earlier than a wait already set
     assert frontier.next_time["https://b.example"] == 102.0
+
+
+def test_a_rerun_with_a_larger_max_depth_goes_deeper(tmp_path):
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        seed = f"http://127.0.0.1:{site.port}/p/0"
+        first = run_crawl(_cfg(seed, max_depth=1), shards.filesystem(out_dir), out_dir)
+        before = len(site.paths())
+        deeper = run_crawl(_cfg(seed, max_depth=3), shards.filesystem(out_dir), out_dir)
+        second = site.paths()[before:]
+        again = run_crawl(_cfg(seed, max_depth=3), shards.filesystem(out_dir), out_dir)
+    assert first["pages"] == 2
+    # It sent no request and said "not skipped": /p/1's links were never queued, and /p/1 is visited.
+    assert [p for p in second if p != "/robots.txt"] == ["/p/2", "/p/3"]
+    assert deeper["pages"] == 4 and again["skipped"] is True
+    assert sorted(r["url"].rsplit("/", 1)[1] for r in _kept(out_dir)) == ["0", "1", "2", "3"]
