@@ -50,8 +50,10 @@ def _at_least(kind, low):
     """An argparse type: ``kind`` of the value, refused (a usage error) below ``low``."""
     def parse(text: str):
         value = kind(text)
-        if value < low:
+        if not value >= low:  # "nan" and "inf" parse as floats; nan is never >= anything
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        if value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message

@@ -168,16 +168,31 @@ def load_checkpoint(path: str, device: str = "auto", fs=None) -> tuple[GPT, Any,
 # Generation
 
 
-def _real_vocab_logits(model: GPT, idx: torch.Tensor, kv_cache: list[dict] | None = None) -> torch.Tensor:
-    """Last-position logits over the tokenizer's real vocabulary (padding rows cut off)."""
+def _real_vocab_logits(model: GPT, idx: torch.Tensor, kv_cache: list[dict] | None = None,
+                       banned: list[int] | None = None) -> torch.Tensor:
+    """Last-position logits over the tokenizer's real vocabulary (padding rows cut off, ids that
+    are no token at all set to -inf)."""
     logits, _ = model(idx, kv_cache=kv_cache)
-    return logits[:, -1, : model.config.vocab_size].float()
+    logits = logits[:, -1, : model.config.vocab_size].float()
+    if banned:
+        logits[:, banned] = float("-inf")
+    return logits
+
+
+def non_token_ids(tokenizer) -> list[int]:
+    """Ids below ``n_vocab`` that are no token: tiktoken's cl100k_base has 16 (100256 and
+    100261-100275) and o200k_base 19, which decode to nothing (KeyError) if ever sampled."""
+    ranks = getattr(tokenizer, "_mergeable_ranks", None)
+    if ranks is None:
+        return []
+    used = set(ranks.values()) | set((getattr(tokenizer, "_special_tokens", None) or {}).values())
+    return [i for i in range(tokenizer.n_vocab) if i not in used]
 
 
 @torch.no_grad()
 def generate(model: GPT, prompt_ids: list[int], max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, seed: int | None = None, stop_token: int | None = None,
-             use_cache: bool = True) -> list[int]:
+             use_cache: bool = True, banned: list[int] | None = None) -> list[int]:
     """Autoregressive sampling; temperature 0 is greedy. A seed makes the output reproducible
     (its own generator, so the global RNG is left alone).
 
@@ -191,13 +206,15 @@ def generate(model: GPT, prompt_ids: list[int], max_new_tokens: int, temperature
     generator.manual_seed(seed if seed is not None else torch.seed())
     context = list(prompt_ids)[-block_size:]
     cache = model.new_kv_cache() if use_cache else None
-    logits = _real_vocab_logits(model, torch.tensor([context], dtype=torch.long, device=device), cache)
+    logits = _real_vocab_logits(model, torch.tensor([context], dtype=torch.long, device=device), cache, banned)
     out: list[int] = []
     for i in range(max_new_tokens):
         if temperature <= 0:
             next_id = logits.argmax(dim=-1, keepdim=True)
         else:
-            scaled = logits / temperature
+            # Shifted so the largest logit is 0 first: dividing by a tiny temperature (1e-45) then
+            # gives -inf, not inf - inf = nan, and sampling becomes greedy as it should.
+            scaled = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
             if top_k is not None and top_k < scaled.size(-1):
                 kth = torch.topk(scaled, top_k).values[:, -1:]
                 scaled = scaled.masked_fill(scaled < kth, float("-inf"))
@@ -210,17 +227,18 @@ def generate(model: GPT, prompt_ids: list[int], max_new_tokens: int, temperature
             break
         context.append(token)
         if cache is not None and len(context) <= block_size:
-            logits = _real_vocab_logits(model, next_id.view(1, 1), cache)
+            logits = _real_vocab_logits(model, next_id.view(1, 1), cache, banned)
         else:
             context = context[-block_size:]
-            logits = _real_vocab_logits(model, torch.tensor([context], dtype=torch.long, device=device))
+            logits = _real_vocab_logits(model, torch.tensor([context], dtype=torch.long, device=device), banned=banned)
     return out
 
 
 def generate_text(model: GPT, tokenizer, prompt: str, max_new_tokens: int = 100, temperature: float = 1.0,
                   top_k: int | None = None, seed: int | None = None) -> str:
     ids = encode_prompt(tokenizer, prompt) or [start_token(tokenizer)]
-    return tokenizer.decode(generate(model, ids, max_new_tokens, temperature, top_k, seed))
+    return tokenizer.decode(generate(model, ids, max_new_tokens, temperature, top_k, seed,
+                                     banned=non_token_ids(tokenizer)))
 
 
 @dataclass(frozen=True)
@@ -238,11 +256,12 @@ def next_token_distribution(model: GPT, tokenizer, prompt: str) -> torch.Tensor:
     """P(next token | prompt) over the real vocabulary (sums to 1)."""
     device = next(model.parameters()).device
     ids = (encode_prompt(tokenizer, prompt) or [start_token(tokenizer)])[-model.config.block_size:]
-    logits = _real_vocab_logits(model, torch.tensor([ids], dtype=torch.long, device=device))
+    logits = _real_vocab_logits(model, torch.tensor([ids], dtype=torch.long, device=device),
+                                banned=non_token_ids(tokenizer))
     return F.softmax(logits, dim=-1)[0].cpu()
 
 
 def top_next_tokens(model: GPT, tokenizer, prompt: str, k: int = 10) -> list[TokenProb]:
     probs = next_token_distribution(model, tokenizer, prompt)
-    values, ids = torch.topk(probs, min(k, probs.numel()))
+    values, ids = torch.topk(probs, min(k, int((probs > 0).sum()) or probs.numel()))
     return [TokenProb(token_text(tokenizer, int(i)), int(i), float(p)) for p, i in zip(values, ids)]

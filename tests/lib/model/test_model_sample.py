@@ -119,6 +119,8 @@ def test_an_empty_prompt_starts_from_end_of_text(checkpoint):
     (["sample", "CKPT", "x", "--temperature", "-0.5"], "--temperature: must be at least 0"),
     (["sample", "CKPT", "x", "--max-new-tokens", "-3"], "--max-new-tokens: must be at least 0"),
     (["next-token", "CKPT", "x", "--top-k", "0"], "--top-k: must be at least 1"),
+    (["sample", "CKPT", "x", "--temperature", "nan"], "--temperature: must be at least 0"),
+    (["sample", "CKPT", "x", "--temperature", "inf"], "--temperature: must be a finite number"),
     (["train", "--run-dir", "RUN", "--max-steps", "0"], "--max-steps: must be at least 1"),
 ])
 def test_impossible_sampling_and_training_arguments_are_usage_errors(checkpoint, args, message, capsys):
@@ -129,3 +131,29 @@ def test_impossible_sampling_and_training_arguments_are_usage_errors(checkpoint,
         main(args)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_tiny_temperature_is_greedy_not_a_nan_error(checkpoint):
+    model, tokenizer, _ = load_checkpoint(checkpoint[1], device="cpu")
+    prompt = tokenizer.encode("First Citizen:")
+    greedy = generate(model, prompt, max_new_tokens=8, temperature=0)
+    assert generate(model, prompt, max_new_tokens=8, temperature=1e-45, seed=3) == greedy
+
+
+def test_ids_that_are_no_token_are_never_sampled_nor_listed(checkpoint):
+    model, tokenizer, _ = load_checkpoint(checkpoint[1], device="cpu")
+    banned = list(range(97, 123))  # stand-ins for cl100k_base's holes: every lower-case letter
+    ids = generate(model, tokenizer.encode("ROMEO:"), max_new_tokens=300, temperature=50.0, seed=4, banned=banned)
+    assert len(ids) == 300 and not set(ids) & set(banned)
+
+
+def test_tiktoken_vocabularies_with_holes_have_them_masked():
+    import os
+
+    from pipeline_lib.model.sample import non_token_ids
+    from pipeline_lib.tokenization import load_pretrained
+
+    if not os.path.isdir(os.environ.get("TIKTOKEN_CACHE_DIR", "")):
+        pytest.skip("no tiktoken cache (../shared/data/tiktoken-cache)")
+    assert non_token_ids(load_pretrained("cl100k_base")) == [100256, *range(100261, 100276)]
+    assert non_token_ids(load_pretrained("gpt2")) == [] and non_token_ids(ByteTokenizer()) == []
