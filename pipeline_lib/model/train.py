@@ -121,6 +121,14 @@ class _Distributed:
         dist.all_reduce(t)  # SUM: gloo has no AVG
         return float(t) / self.world_size
 
+    def sums(self, *values: float) -> list[float]:
+        """Each value summed over the ranks (every rank must call this, with the same count)."""
+        if self.world_size == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return t.tolist()
+
     def close(self, wait_for_peers: bool) -> None:
         if self.owns_group and wait_for_peers:
             # Tearing down while a peer is still writing (rank 0's checkpoint, plot) aborts gloo.
@@ -192,17 +200,20 @@ def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 @torch.no_grad()
 def _evaluate(model, batches, tc: TrainConfig, device: torch.device, ddp: _Distributed) -> float | None:
-    if not batches:
-        return None
+    """Mean loss over every held-out window of every rank. Each window weighs the same (a short
+    last batch counted as much as a full one), and every rank joins the reduction, even one with
+    no window (it left its peer in an all-reduce of its own: a crash, or a hang on NCCL)."""
     model.eval()
-    total = 0.0
+    total, count = 0.0, 0
     for batch in batches:
         x, y = token_data.to_device(batch, device)
         with _autocast(tc, device):
             _, loss = model(x, y)
-        total += float(loss)
+        total += float(loss) * len(batch)
+        count += len(batch)
     model.train()
-    return ddp.mean(total / len(batches))
+    total, count = ddp.sums(total, count)
+    return total / count if count else None
 
 
 def train(cfg: PipelineConfig, fs, token_dir: str, out_dir: str,

@@ -197,6 +197,44 @@ def test_two_process_ddp_matches_one_process_with_the_global_batch(byte_run, tmp
     assert '"world_size": 2' in proc.stdout
 
 
+def test_ddp_evaluation_with_fewer_held_out_windows_than_ranks(tmp_path, shard_writer):
+    """One held-out window for two ranks: the rank without one skipped the all-reduce its peer was
+    in, and training died (gloo: connection reset; NCCL would hang)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    docs = [[int(t) for t in rng.integers(0, 256, 19)] + [256] for _ in range(15)]  # 300 tokens
+    shard_writer(str(tmp_path / "run" / "07_tokens"), docs, {"kind": "bytes"})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"train": {
+        "preset": "tiny", "max_steps": 4, "batch_size": 2, "block_size": 16, "device": "cpu", "eval_interval": 2,
+        "eval_batches": 2, "checkpoint_interval": 2, "val_fraction": 0.05}}))
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "crawl2model.cli", "train",
+                           "--run-dir", str(tmp_path / "run"), "--config", str(tmp_path / "c.yaml")],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["val_loss"] is not None for r in _metrics(tmp_path / "run")] == [False, True, False, True]
+
+
+def test_validation_loss_weighs_every_window_the_same(byte_run, make_config):
+    import numpy as np
+
+    from pipeline_lib.model import data
+    from pipeline_lib.model.gpt import GPT
+    from pipeline_lib.model.train import _Distributed, _evaluate, preset
+
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", 257, 16, 0.0))
+    tokens = np.random.default_rng(1).integers(0, 257, 5 * 16 + 1).astype(np.uint16)
+    batches = data.validation_batches(tokens, 16, 4, n_batches=2)
+    assert [len(b) for b in batches] == [4, 1]
+    x, y = data.to_device(np.concatenate(batches), torch.device("cpu"))
+    with torch.no_grad():
+        every_window = float(model(x, y)[1])
+    got = _evaluate(model, batches, make_config().train, torch.device("cpu"), _Distributed("cpu"))
+    assert got == pytest.approx(every_window, rel=1e-5)  # the mean of batch means counted the 5th window 4 times
+
+
 def test_token_ids_outside_the_recorded_vocabulary_are_refused(tmp_path, make_config, shard_writer):
     shard_writer(str(tmp_path / "run" / "07_tokens"), [list(range(250, 300)) * 3], {"kind": "bytes"})
     with pytest.raises(ValueError, match="outside the tokenizer's vocabulary of 257"):
