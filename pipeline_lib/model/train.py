@@ -121,6 +121,14 @@ class _Distributed:
         dist.all_reduce(t)  # SUM: gloo has no AVG
         return float(t) / self.world_size
 
+    def gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order (every rank must call this)."""
+        if self.world_size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def sums(self, *values: float) -> list[float]:
         """Each value summed over the ranks (every rank must call this, with the same count)."""
         if self.world_size == 1:
@@ -274,15 +282,25 @@ def _train_loop(cfg, fs, out_dir, progress, ddp: _Distributed, stream, tokenizer
     step, history, elapsed_before, resumed_from = 0, [], 0.0, None
     previous = read_checkpoint(fs, ckpt_path, map_location=device) if shards.exists(fs, ckpt_path) else None
     if previous is not None and previous.get("fingerprint") == fp and previous.get("step", 0) <= tc.max_steps:
+        written_by = int(previous.get("world_size", ddp.world_size))
+        if written_by != ddp.world_size:
+            # Another process count is another global batch (batch_size is per process) and another
+            # split of the data: the resumed steps would not continue this run.
+            raise ValueError(f"{ckpt_path} was written by {written_by} training processes and this run has "
+                             f"{ddp.world_size}: resume it with {written_by} (torchrun --nproc_per_node "
+                             f"{written_by}), or remove the checkpoint to start over")
         model.load_state_dict(previous["model"])
         optimizer.load_state_dict(previous["optimizer"])
         sampler.load_state_dict(previous["data"])
         step = resumed_from = int(previous["step"])
         history = [dict(r) for r in previous["history"]]
         elapsed_before = float(previous.get("elapsed_s", 0.0))
-        if ddp.is_main:
+        ranks = previous.get("rng_ranks")
+        if ranks and len(ranks) == ddp.world_size:  # every rank's own RNG: dropout masks continue exactly
+            _set_rng_state(ranks[ddp.rank], device)
+        elif ddp.is_main:
             _set_rng_state(previous["rng"], device)
-        else:  # only rank 0's RNG is saved; the others restart theirs from a seeded, step-dependent point
+        else:  # a checkpoint with rank 0's RNG only: the others restart from a seeded, step-dependent point
             torch.manual_seed(tc.seed + 1000003 * ddp.rank + step)
     elif ddp.rank:
         torch.manual_seed(tc.seed + 1000003 * ddp.rank)  # different dropout masks per rank
@@ -303,6 +321,7 @@ def _train_loop(cfg, fs, out_dir, progress, ddp: _Distributed, stream, tokenizer
     params = raw_model.num_params()
 
     def checkpoint(at_step: int, elapsed: float) -> None:
+        rng_ranks = ddp.gather(_rng_state(device)) if ddp.world_size > 1 else None  # every rank takes part
         if not ddp.is_main:
             return
         _save_torch(fs, ckpt_path, {
@@ -311,6 +330,7 @@ def _train_loop(cfg, fs, out_dir, progress, ddp: _Distributed, stream, tokenizer
             "optimizer": optimizer.state_dict(), "data": sampler.state_dict(), "rng": _rng_state(device),
             "train_config": tc.model_dump(mode="json"), "tokenizer": tokenizer_spec,
             "history": history, "elapsed_s": elapsed, "tokens_seen": at_step * tokens_per_step,
+            "world_size": ddp.world_size, **({"rng_ranks": rng_ranks} if rng_ranks else {}),
         })
         _write_metrics(fs, out_dir, history)
 

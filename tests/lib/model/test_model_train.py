@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
@@ -17,6 +18,7 @@ import yaml
 
 from pipeline_lib import shards
 from pipeline_lib.model.train import train
+from tests.e2e.support import REPO
 
 
 HANG_TIMEOUT_S = 900  # for a training process that hangs: far beyond any healthy run, however loaded the machine
@@ -214,6 +216,34 @@ def test_ddp_evaluation_with_fewer_held_out_windows_than_ranks(tmp_path, shard_w
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["val_loss"] is not None for r in _metrics(tmp_path / "run")] == [False, True, False, True]
+
+
+def test_a_killed_ddp_run_with_dropout_resumes_exactly_and_only_on_as_many_ranks(byte_run, tmp_path):
+    """Only rank 0's RNG was saved, so rank 1's dropout masks changed on resume and the losses left
+    the uninterrupted run's; resuming on another process count silently halved the global batch."""
+    config = {"train": {"preset": "tiny", "max_steps": 6, "batch_size": 2, "block_size": 16, "device": "cpu",
+                        "dropout": 0.1, "eval_interval": 100, "checkpoint_interval": 2, "val_fraction": 0.0}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    torchrun = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def train_in(run: Path, launcher: list[str], stop_at: int = 0) -> subprocess.CompletedProcess:
+        if not (run / "07_tokens").exists():
+            shutil.copytree(byte_run / "07_tokens", run / "07_tokens")
+        return subprocess.run([*launcher, "-m", "tests.lib.model.interrupt_train", "train", "--run-dir", str(run),
+                               "--config", str(tmp_path / "c.yaml")], capture_output=True, text=True, timeout=300,
+                              env={**env, "STOP_AT": str(stop_at)}, cwd=REPO)
+
+    straight = train_in(tmp_path / "straight", torchrun)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = train_in(tmp_path / "killed", torchrun, stop_at=5)  # dies asking for step 5's batch
+    assert killed.returncode != 0 and not (tmp_path / "killed" / "08_train" / "done.json").exists()
+    one = train_in(tmp_path / "killed", [sys.executable])
+    assert one.returncode != 0 and "was written by 2 training processes and this run has 1" in one.stderr
+    resumed = train_in(tmp_path / "killed", torchrun)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert '"resumed_from": 4' in resumed.stdout
+    assert [r["loss"] for r in _metrics(tmp_path / "killed")] == [r["loss"] for r in _metrics(tmp_path / "straight")]
 
 
 def test_validation_loss_weighs_every_window_the_same(byte_run, make_config):
