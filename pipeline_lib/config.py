@@ -317,6 +317,10 @@ class TokenizeConfig(_Model):
         return self
 
 
+MODEL_PRESETS = ("tiny", "small", "gpt2-124m", "gpt2-350m")  # pipeline_lib/model/gpt.py PRESETS, same names
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
 class TrainConfig(_Model):
     enabled: bool = Field(True, description="Train at the end of the pipeline.")
     preset: str = Field("tiny", description="Model preset (tiny, small, gpt2-124m, gpt2-350m).")
@@ -341,6 +345,20 @@ class TrainConfig(_Model):
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="auto = bf16 autocast on CUDA.")
     compile: bool = Field(False, description="torch.compile the model (CUDA; minutes of warmup).")
     peak_flops: float | None = Field(None, gt=0, description="Per-device peak FLOP/s for MFU; None = known GPU table.")
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:  # before, a typo failed only when training began, after every stage
+        if v not in MODEL_PRESETS:
+            raise ValueError(f"unknown model preset {v!r}; choose one of {', '.join(MODEL_PRESETS)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not _DEVICE.fullmatch(v):
+            raise ValueError(f"{v!r} is no device: auto, cpu, mps, cuda or cuda:N")
+        return v
+
     deployment: str | None = Field(
         None, description="A Prefect deployment ('flow/name', e.g. 'train/train', on the GPU pool) that trains when the "
                           "pipeline itself runs from a deployment: the pipeline starts a run of it and waits. None, or "

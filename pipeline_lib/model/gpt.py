@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pipeline_lib.config import MODEL_PRESETS
+
 # Matmuls run fastest when the large dimension is a multiple of 64 (tensor-core tiles), so the
 # vocabulary is padded: GPT-2's 50257 tokens become 50304. The extra rows are never targets and
 # the sampler masks them, so they only cost a little memory.
@@ -60,6 +62,7 @@ PRESETS: dict[str, dict[str, int]] = {
     "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),
     "gpt2-350m": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024),
 }
+assert tuple(PRESETS) == MODEL_PRESETS, "train.preset is validated against config.MODEL_PRESETS: keep them equal"
 
 
 def preset(name: str, vocab_size: int, block_size: int | None = None, dropout: float = 0.0) -> GPTConfig:

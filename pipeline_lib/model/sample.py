@@ -117,7 +117,12 @@ def read_checkpoint(fs, path: str, map_location: str | torch.device = "cpu") -> 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    if name.startswith("cuda") and not torch.cuda.is_available():  # else: "not a checkpoint", wrongly
+        raise ValueError(f"device {name!r}: torch sees no CUDA GPU here; use 'cpu' or 'auto'")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:  # "gpu", "cuda:x"
+        raise ValueError(f"device {name!r}: not a device torch knows (auto, cpu, cuda, cuda:N, mps)") from e
 
 
 def _why(e: BaseException) -> str:

@@ -90,6 +90,8 @@ def resolve_device(name: str, local_rank: int, cuda_available: bool) -> torch.de
     need one): each torchrun process takes the GPU of its LOCAL_RANK."""
     if name == "auto":
         name = "cuda" if cuda_available else "cpu"
+    if name.startswith("cuda") and not cuda_available:  # before: a torch traceback and an abort (rc 134)
+        raise ValueError(f"device {name!r}: torch sees no CUDA GPU here; use 'cpu' or 'auto'")
     if name == "cuda":
         name = f"cuda:{local_rank}"
     return torch.device(name)

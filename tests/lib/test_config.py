@@ -135,3 +135,23 @@ def test_a_warc_listing_with_a_segment_range_is_checked_without_its_range(tmp_pa
 def test_a_root_data_root_stays_the_root_when_recorded():
     cfg = parse_config({"run": {"data_root": "/", "name": "n", "partition": "p"}})
     assert cfg.resolved().run.data_root == "/" and cfg.resolved().run_dir == cfg.run_dir
+
+
+@pytest.mark.parametrize("train,message", [
+    ({"preset": "gpt2-125m"}, "unknown model preset 'gpt2-125m'"),
+    ({"device": "gpu"}, "'gpu' is no device"),
+    ({"device": "cuda:x"}, "'cuda:x' is no device"),
+])
+def test_train_preset_and_device_are_checked_with_the_config(train, message):
+    # A typo failed only when training began, after every stage of the pipeline had run.
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"train": train})
+    for ok in ({"preset": "gpt2-124m"}, {"device": "cuda:1"}, {"device": "mps"}, {"device": "auto"}):
+        parse_config({"train": ok})
+
+
+def test_the_presets_the_config_accepts_are_the_models_presets():
+    from pipeline_lib.config import MODEL_PRESETS
+    from pipeline_lib.model.gpt import PRESETS
+
+    assert tuple(PRESETS) == MODEL_PRESETS

@@ -133,6 +133,16 @@ def test_impossible_sampling_and_training_arguments_are_usage_errors(checkpoint,
     assert message in capsys.readouterr().err
 
 
+def test_a_device_this_machine_lacks_is_named_not_blamed_on_the_checkpoint(checkpoint, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["sample", checkpoint[1], "x", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "torch sees no CUDA GPU here" in err and "not a crawl2model checkpoint" not in err
+
+
 def test_a_tiny_temperature_is_greedy_not_a_nan_error(checkpoint):
     model, tokenizer, _ = load_checkpoint(checkpoint[1], device="cpu")
     prompt = tokenizer.encode("First Citizen:")
