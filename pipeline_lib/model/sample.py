@@ -28,9 +28,18 @@ class ByteTokenizer:
 
     n_vocab = 257
     eot_token = 256
+    EOT_TEXT = "<|endoftext|>"
 
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+    def encode(self, text: str, allowed_special: str | set = ()) -> list[int]:
+        """Bytes; with ``allowed_special`` ("all", as tiktoken's), "<|endoftext|>" is token 256."""
+        if not (allowed_special == "all" or self.EOT_TEXT in allowed_special) or self.EOT_TEXT not in text:
+            return list(text.encode("utf-8"))
+        ids: list[int] = []
+        for i, part in enumerate(text.split(self.EOT_TEXT)):
+            if i:
+                ids.append(self.eot_token)
+            ids.extend(part.encode("utf-8"))
+        return ids
 
     def decode(self, ids: list[int]) -> str:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")

@@ -167,3 +167,12 @@ def test_tiktoken_vocabularies_with_holes_have_them_masked():
         pytest.skip("no tiktoken cache (../shared/data/tiktoken-cache)")
     assert non_token_ids(load_pretrained("cl100k_base")) == [100256, *range(100261, 100276)]
     assert non_token_ids(load_pretrained("gpt2")) == [] and non_token_ids(ByteTokenizer()) == []
+
+
+def test_end_of_text_in_a_prompt_is_the_special_token_for_byte_checkpoints():
+    from pipeline_lib.model.sample import encode_prompt
+
+    tok = ByteTokenizer()
+    assert encode_prompt(tok, "a<|endoftext|>b") == [97, 256, 98]  # was its 13 bytes
+    assert tok.encode("a<|endoftext|>") == list(b"a<|endoftext|>")  # plain encode: text, as in the tokens stage
+    assert tok.decode(encode_prompt(tok, "x<|endoftext|>")) == "x"
