@@ -1,8 +1,8 @@
 """robots.txt, fetched once per host and cached (RFC 9309 semantics).
 
 - 2xx: parsed with protego and honoured for our user agent.
-- 4xx (missing, forbidden): no restrictions.
-- 5xx or unreachable: the whole host is disallowed for ``unavailable_ttl`` seconds, then asked
+- 4xx (missing, forbidden), or a redirect loop / more than ``max_redirects`` hops: no restrictions.
+- 5xx, 429 or unreachable: the whole host is disallowed for ``unavailable_ttl`` seconds, then asked
   again, up to ``unavailable_retries`` more times; the standard asks crawlers to assume "complete
   disallow" while the server is failing. ``retry_in`` tells the crawler how long to hold the host's
   pages while asks remain; after the last one they are rejected (``robots_unavailable``).
@@ -70,8 +70,13 @@ class RobotsCache:
         if result.status is not None and 200 <= result.status < 300 and result.html is not None:
             # A UTF-8 BOM hid the first User-agent line from protego, and with it the group's rules.
             return _Entry(Protego.parse(result.html.removeprefix("\ufeff")))
-        if result.status is not None and 400 <= result.status < 500:
+        if result.status is not None and 400 <= result.status < 500 and result.status != 429:
             return _Entry(Protego.parse(""))
+        if result.reason in ("redirect_loop", "too_many_redirects"):
+            # RFC 9309 2.3.1.2: past five redirects robots.txt may be taken as unavailable, i.e. a
+            # 4xx: no rules (before, the host was held as failing and its pages finally rejected).
+            return _Entry(Protego.parse(""))
+        # 5xx, unreachable, or 429 (the host asks us to slow down: like a 5xx, as Google treats it)
         detail = f"robots.txt {result.status or result.reason}"
         return _Entry(None, self.clock() + self.unavailable_ttl, detail)
 

@@ -335,3 +335,22 @@ def test_allow_private_values_are_spelled_as_crawled_hosts(spelled, url):
     settings = settings_from(parse_config({"crawl": {"allow_private_hosts": [spelled]}}).crawl)
     assert address_problem(url, settings.allow_private_hosts) is None
     assert address_problem("http://127.0.0.2/", settings.allow_private_hosts) == "private_address"
+
+
+@pytest.mark.parametrize("status,reason,allowed", [
+    (404, "http_404", True), (403, "http_403", True),
+    (429, "http_429", False),  # "slow down": held like a 5xx (it allowed every Disallowed path)
+    (503, "http_503", False),
+    (301, "redirect_loop", True), (302, "too_many_redirects", True),  # RFC 9309 2.3.1.2: unavailable = no rules
+])
+def test_robots_txt_answers_and_what_they_allow(status, reason, allowed):
+    from types import SimpleNamespace
+
+    from pipeline_lib.crawl.robots import RobotsCache
+
+    class Answering:
+        def fetch(self, url, accept_any_type=False, truncate_at=None):
+            return SimpleNamespace(status=status, html=None, reason=reason)
+
+    robots = RobotsCache(Answering(), "crawl2model/0.1", unavailable_ttl=60.0)
+    assert robots.problem("https://a.example/private/x") == (None if allowed else "robots_unavailable")
