@@ -104,7 +104,7 @@ class LanguageIdentifier:
 
     def predict_one(self, text: str | None) -> tuple[str | None, float]:
         line = " ".join(text.split()) if text else ""  # str.split: any Unicode whitespace
-        if not _LETTER.search(line):  # nothing in any language: digits, symbols, NULs, emoji only
+        if not any(ch.isalpha() for ch in line):  # no letter: digits, ½ ① ², symbols, NULs, emoji only
             return None, 0.0
         query = line.lower() if self.lowercase else line
         ranked = self._ranked(query, 176 if self.candidates else 1)

@@ -22,7 +22,7 @@ _COMMENT = re.compile(rb"<!--.*?-->", re.S)
 _META_TAG = re.compile(rb"<meta[\s/][^>]*>", re.I)
 _ATTRIBUTE = re.compile(rb"""([^\s/>"'=]+)\s*=\s*("[^"]*"|'[^']*'|[^\s>]+)""")
 _CONTENT_CHARSET = re.compile(rb"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I)
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_ASCII_BYTES = bytes(range(128))
 _HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:+-]{1,40})""", re.I)
 
 
@@ -109,7 +109,9 @@ def decode_html(body: bytes, content_type: str | None = None) -> tuple[str, str]
     # browser reads it: detection would pick a codec that garbles every other character of the page.
     text = body.decode("utf-8", errors="replace")
     bad = text.count("\ufffd") - body.count(b"\xef\xbf\xbd")
-    if bad <= len(_NON_ASCII.findall(text)) - bad:
+    # "replace" keeps ASCII bytes one to one: the rest of the text is the non-ASCII characters.
+    non_ascii = len(text) - (len(body) - len(body.translate(None, _ASCII_BYTES)))
+    if bad <= non_ascii - bad:
         return text, "utf-8"
     guess = _detect(body)
     if guess:

@@ -146,12 +146,13 @@ class Fetcher:
             if result.status not in RETRY_STATUSES or attempt == self.s.max_retries:
                 break
             wait = result.retry_after
-            if wait is None:
-                wait = max(self.s.backoff_base * (2 ** attempt), min_retry_wait)
-            if wait > self.s.max_retry_wait:
+            if wait is not None and wait > self.s.max_retry_wait:
                 result.detail = f"Retry-After {wait:.0f}s exceeds max_retry_wait"
                 break
-            self.sleep(wait)
+            if wait is None:
+                wait = self.s.backoff_base * (2 ** attempt)
+            # The host's delay is a floor, not a Retry-After: it never makes us give up the page.
+            self.sleep(max(wait, min_retry_wait))
         return result
 
     def _fetch_redirects(self, url: str, check, accept_any_type: bool, truncate_at: int | None = None) -> FetchResult:
@@ -159,7 +160,10 @@ class Fetcher:
         current = url
         deadline = time.monotonic() + self.s.total_timeout  # one deadline for the page, redirects included
         for _hop in range(self.s.max_redirects + 1):
+            vetted = time.monotonic()
             problem = address_problem(current, self.s.allow_private_hosts) or (check(current) if check else None)
+            # Vetting may fetch the landing host's robots.txt: its time is not the page's.
+            deadline += time.monotonic() - vetted
             if problem:
                 return FetchResult(url=url, final_url=current, reason=problem, detail=f"refused {current}")
             if time.monotonic() >= deadline:

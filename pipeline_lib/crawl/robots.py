@@ -72,9 +72,11 @@ class RobotsCache:
             return _Entry(Protego.parse(result.html.removeprefix("\ufeff")))
         if result.status is not None and 400 <= result.status < 500 and result.status != 429:
             return _Entry(Protego.parse(""))
-        if result.reason in ("redirect_loop", "too_many_redirects"):
-            # RFC 9309 2.3.1.2: past five redirects robots.txt may be taken as unavailable, i.e. a
-            # 4xx: no rules (before, the host was held as failing and its pages finally rejected).
+        if result.reason == "redirect_loop" or (result.reason == "too_many_redirects"
+                                                 and self.fetcher.s.max_redirects >= 5):
+            # RFC 9309 2.3.1.2: past (at least) five redirects robots.txt may be taken as unavailable,
+            # i.e. a 4xx: no rules. Under a lower crawl.max_redirects the file may be one hop further:
+            # the host is held as failing instead.
             return _Entry(Protego.parse(""))
         # 5xx, unreachable, or 429 (the host asks us to slow down: like a 5xx, as Google treats it)
         detail = f"robots.txt {result.status or result.reason}"

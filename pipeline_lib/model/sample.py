@@ -277,5 +277,9 @@ def next_token_distribution(model: GPT, tokenizer, prompt: str) -> torch.Tensor:
 
 def top_next_tokens(model: GPT, tokenizer, prompt: str, k: int = 10) -> list[TokenProb]:
     probs = next_token_distribution(model, tokenizer, prompt)
-    values, ids = torch.topk(probs, min(k, int((probs > 0).sum()) or probs.numel()))
+    banned = non_token_ids(tokenizer)
+    if banned:  # never listed, not even at probability 0
+        probs = probs.clone()
+        probs[banned] = -1.0
+    values, ids = torch.topk(probs, min(k, probs.numel() - len(banned)))
     return [TokenProb(token_text(tokenizer, int(i)), int(i), float(p)) for p, i in zip(values, ids)]

@@ -46,11 +46,12 @@ def test_english_kept_others_rejected_with_reasons():
 
 def test_text_without_a_letter_has_no_language():
     stage = LangIdStage(parse_config({"langid": {"languages": {}}}))  # no target: every language kept
-    texts = ["\x00\x00\x00", "12 345 678", "!!! ??? ...", "\U0001f600 \U0001f44d", TEXTS["en"], "x 1 2 3"]
+    texts = ["\x00\x00\x00", "12 345 678", "!!! ??? ...", "\U0001f600 \U0001f44d", "\u00bd \u2460 \u00b2 \u2163",
+             TEXTS["en"], "x 1 2 3"]
     result = stage.process(doc_table(texts))
     rejected = dict(zip(result.rejected.column("id").to_pylist(), result.rejected.column("reject_reason").to_pylist()))
-    assert rejected == {"d0": "lang_no_text", "d1": "lang_no_text", "d2": "lang_no_text", "d3": "lang_no_text"}
-    assert result.kept.column("id").to_pylist() == ["d4", "d5"]
+    assert rejected == {f"d{i}": "lang_no_text" for i in range(5)}
+    assert result.kept.column("id").to_pylist() == ["d5", "d6"]
 
 
 def test_several_targets_each_with_its_threshold():

@@ -337,18 +337,21 @@ def test_allow_private_values_are_spelled_as_crawled_hosts(spelled, url):
     assert address_problem("http://127.0.0.2/", settings.allow_private_hosts) == "private_address"
 
 
-@pytest.mark.parametrize("status,reason,allowed", [
-    (404, "http_404", True), (403, "http_403", True),
-    (429, "http_429", False),  # "slow down": held like a 5xx (it allowed every Disallowed path)
-    (503, "http_503", False),
-    (301, "redirect_loop", True), (302, "too_many_redirects", True),  # RFC 9309 2.3.1.2: unavailable = no rules
+@pytest.mark.parametrize("status,reason,max_redirects,allowed", [
+    (404, "http_404", 5, True), (403, "http_403", 5, True),
+    (429, "http_429", 5, False),  # "slow down": held like a 5xx (it allowed every Disallowed path)
+    (503, "http_503", 5, False),
+    # RFC 9309 2.3.1.2: after five redirects or more, "unavailable" (no rules); not after fewer
+    (301, "redirect_loop", 5, True), (302, "too_many_redirects", 5, True), (302, "too_many_redirects", 1, False),
 ])
-def test_robots_txt_answers_and_what_they_allow(status, reason, allowed):
+def test_robots_txt_answers_and_what_they_allow(status, reason, max_redirects, allowed):
     from types import SimpleNamespace
 
     from pipeline_lib.crawl.robots import RobotsCache
 
     class Answering:
+        s = SimpleNamespace(max_redirects=max_redirects)
+
         def fetch(self, url, accept_any_type=False, truncate_at=None):
             return SimpleNamespace(status=status, html=None, reason=reason)
 

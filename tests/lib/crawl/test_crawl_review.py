@@ -32,10 +32,12 @@ class _Site(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.lock = threading.Lock()
         self.log: list[tuple[str, str]] = []  # (Host header, raw path)
+        self.stamps: list[tuple[float, str, str]] = []  # (monotonic time, Host header, raw path)
         self.links: dict[int, list[str]] = {}  # extra links on /p/N
         self.robots_failures = 0  # answer robots.txt with 503 this many times
         self.robots_body: bytes | None = None  # else robots.txt is this, 200 text/plain
         self.busy_answers = 0  # answer /busy with 503 this many times, then a page
+        self.robots_delay = 0.0  # seconds robots.txt takes to answer
 
     @property
     def port(self) -> int:
@@ -80,6 +82,14 @@ class _Handler(BaseHTTPRequestHandler):
         host = self.headers.get("Host", "")
         with site.lock:
             site.log.append((host, self.path))
+            site.stamps.append((time.monotonic(), host, self.path))
+        if self.path == "/robots.txt" and site.robots_delay:
+            time.sleep(site.robots_delay)
+        if host.startswith("localhost") and self.path == "/to-slow":
+            return self._status(301, f"http://127.0.0.1:{site.port}/slow-page")
+        if self.path == "/slow-page":
+            time.sleep(0.6)
+            return self._html("<p>slow but in time</p>")
         if self.path == "/robots.txt":
             with site.lock:
                 fail = site.robots_failures > 0
@@ -324,6 +334,14 @@ def test_a_retry_waits_at_least_the_hosts_politeness_delay():
         result = fetcher.fetch(f"http://127.0.0.1:{site.port}/busy", min_retry_wait=2.0)
     assert result.ok and result.attempts == 3
     assert slept == [2.0, 2.0]  # the backoff alone was 0.5 s, then 1 s, under a Crawl-delay of 2 s
+    # A delay longer than max_retry_wait (a Crawl-delay of 45 s is allowed) still retries.
+    slept.clear()
+    with _site() as site:
+        site.busy_answers = 2
+        fetcher = Fetcher(FetchSettings(allow_private_hosts=("127.0.0.1",), max_retries=3, max_retry_wait=30.0),
+                          sleep=slept.append)
+        result = fetcher.fetch(f"http://127.0.0.1:{site.port}/busy", min_retry_wait=45.0)
+    assert result.ok and slept == [45.0, 45.0]  # it gave up at once, "Retry-After 45s exceeds max_retry_wait"
 
 
 def test_a_retry_after_beyond_max_retry_wait_holds_the_host(tmp_path):
@@ -364,3 +382,24 @@ def test_a_rerun_with_a_larger_max_depth_goes_deeper(tmp_path):
     assert [p for p in second if p != "/robots.txt"] == ["/p/2", "/p/3"]
     assert deeper["pages"] == 4 and again["skipped"] is True
     assert sorted(r["url"].rsplit("/", 1)[1] for r in _kept(out_dir)) == ["0", "1", "2", "3"]
+
+
+def test_the_landing_hosts_robots_txt_does_not_eat_the_pages_deadline(tmp_path):
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        site.robots_delay = 1.2  # asked for twice: the seed's host, then the host its redirect lands on
+        summary = run_crawl(_cfg(f"http://localhost:{site.port}/to-slow", max_pages=1, total_timeout=1.6),
+                            shards.filesystem(out_dir), out_dir)
+    assert summary["pages"] == 1 and summary["rejected"] == 0, summary  # 1.2 s robots + 0.6 s page: was a timeout
+
+
+def test_a_redirect_landing_on_another_host_makes_that_host_wait_its_delay(tmp_path):
+    """localhost/ redirects to 127.0.0.1/p/0 (another host): the next request to 127.0.0.1 came at
+    once, since only the host asked for, localhost, was marked as just visited."""
+    out_dir = str(tmp_path / "00_crawl")
+    with _site() as site:
+        run_crawl(_cfg(f"http://localhost:{site.port}/", max_pages=3, max_depth=2, delay_seconds=1.0),
+                  shards.filesystem(out_dir), out_dir)
+        pages = [(t, p) for t, h, p in site.stamps if h.startswith("127.0.0.1") and p.startswith("/p/")]
+    assert [p for _t, p in pages][:2] == ["/p/0", "/p/1"]
+    assert pages[1][0] - pages[0][0] >= 0.95

@@ -176,3 +176,26 @@ def test_end_of_text_in_a_prompt_is_the_special_token_for_byte_checkpoints():
     assert encode_prompt(tok, "a<|endoftext|>b") == [97, 256, 98]  # was its 13 bytes
     assert tok.encode("a<|endoftext|>") == list(b"a<|endoftext|>")  # plain encode: text, as in the tokens stage
     assert tok.decode(encode_prompt(tok, "x<|endoftext|>")) == "x"
+
+
+def test_a_cl100k_checkpoint_never_samples_nor_lists_its_non_token_ids(tmp_path, shard_writer, make_config, capsys):
+    """cl100k_base has 16 ids that are no token: next-token --top-k over the whole vocabulary and
+    hot sampling ended in "KeyError: Invalid token for decoding"."""
+    import os
+
+    if not os.path.isdir(os.environ.get("TIKTOKEN_CACHE_DIR", "")):
+        pytest.skip("no tiktoken cache (../shared/data/tiktoken-cache)")
+    from pipeline_lib.tokenization import load_pretrained
+
+    enc = load_pretrained("cl100k_base")
+    docs = [enc.encode_ordinary(f"line {i}: to be or not to be") + [enc.eot_token] for i in range(60)]
+    run = tmp_path / "run"
+    shard_writer(str(run / "07_tokens"), docs, {"encoding": "cl100k_base", "source": "pretrained"})
+    ckpt = train(make_config(max_steps=2, block_size=16, batch_size=2), shards.filesystem(str(run)),
+                 str(run / "07_tokens"), str(run / "08_train"))["checkpoint"]
+    holes = {100256, *range(100261, 100276)}
+    assert main(["next-token", ckpt, "To be", "--top-k", "100277", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 100277 - 16 and not holes & {r["id"] for r in rows}
+    assert main(["sample", ckpt, "To be", "--temperature", "50", "--top-k", "0", "--max-new-tokens", "300",
+                 "--seed", "68"]) == 0
