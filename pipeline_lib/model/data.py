@@ -170,7 +170,10 @@ class WindowSampler:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state.get("n_windows", self.n_windows) != self.n_windows:
-            raise ValueError("checkpoint's data position belongs to a different token stream")
+            raise ValueError(f"the checkpoint's data position belongs to a stream of {state['n_windows']} training "
+                             f"windows and this run has {self.n_windows} (the held-out split moved: checkpoints "
+                             "from before 2026-11-29 whose last document is very long); remove the checkpoint "
+                             "to start over")
         self.cursor = int(state["cursor"])
 
 
