@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from crawl2model.commands import MODULES
@@ -24,23 +26,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_signalled: list[int] = []  # SIGINT / SIGTERM received by the console script
+
+
+def _on_signal(signum, frame) -> None:
+    _signalled.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # the console script itself, not a caller in the same process (tests)
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)  # Prefect puts its own in place while a flow runs
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        if argv is None:
+            _exit_now(143 if signal.SIGTERM in _signalled else 130)
         return 130
-    except Exception as e:  # known, user-facing errors print one line, not a traceback
+    except BaseException as e:
+        # After a Ctrl-C the embedded server is gone too (same process group), so Prefect's attempt
+        # to record the crash ends in a connection error; a SIGTERM inside a flow is Prefect's
+        # TerminationSignal. Either way: an interruption, not an error to print.
+        if argv is None and (_signalled or type(e).__name__ == "TerminationSignal"):
+            print("interrupted", file=sys.stderr)
+            _exit_now(130 if _signalled and _signalled[0] == signal.SIGINT else 143)
         from pipeline_lib.config import ConfigError
         from pipeline_lib.shards import ShardError
 
+        # known, user-facing errors print one line, not a traceback
         if isinstance(e, (ConfigError, ShardError, FileNotFoundError, ValueError)) and not getattr(args, "debug", False):
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
+
+
+def _exit_now(code: int) -> None:
+    """Leave at once after an interrupt: stop the embedded Prefect server and the worker pool
+    ourselves, then skip the interpreter's exit handlers. Prefect's would try to deliver the run's
+    last logs and events to that server, which a Ctrl-C has already stopped, for five minutes;
+    and a SIGTERM to this process alone left the server running with no parent."""
+    try:
+        if "pipeline_lib.workers" in sys.modules:
+            sys.modules["pipeline_lib.workers"].terminate()
+        server = sys.modules.get("prefect.server.api.server")
+        if server is not None:
+            for instance in list(server.SubprocessASGIServer._instances.values()):
+                instance.stop()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 if __name__ == "__main__":

@@ -254,6 +254,11 @@ def _recv_exact(stream, n: int) -> bytes:
 
 
 def _worker_main() -> None:  # runs in the helper process
+    import signal
+
+    # A Ctrl-C in the terminal reaches the helper too: it ends quietly (its parent decides what
+    # happens to the page), not with a KeyboardInterrupt traceback per helper.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # stray prints from libraries must not corrupt the protocol
     proto_in = sys.stdin.buffer

@@ -20,9 +20,14 @@ _size = 0
 
 
 def _init_worker() -> None:
+    import signal
+
     # Each worker is one core's worth of work: keep native libraries from oversubscribing.
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    # A Ctrl-C reaches the workers too: they end without a KeyboardInterrupt traceback each (the
+    # parent reports the interruption; an unfinished shard is redone by the next run).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def get_pool(size: int) -> ProcessPoolExecutor:
@@ -53,6 +58,17 @@ def shutdown() -> None:
     with _lock:
         if _pool is not None:
             _pool.shutdown(wait=True, cancel_futures=True)
+            _pool = None
+
+
+def terminate() -> None:
+    """Stop the workers now, not after their current shards (an interrupted run)."""
+    global _pool
+    with _lock:
+        if _pool is not None:
+            for process in list(getattr(_pool, "_processes", {}).values()):
+                process.terminate()
+            _pool.shutdown(wait=False, cancel_futures=True)
             _pool = None
 
 

@@ -30,6 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     # Worker processes spawn and import the stages while Prefect is imported and the run starts.
     workers.warm_up(cfg)
     try:
+        _embedded_server_in_its_own_session()
         from flows.pipeline import pipeline
 
         # The partition is passed explicitly so the flow run is named after it in the UI.
@@ -63,3 +64,30 @@ def own_command() -> str:
         return "crawl2model"
     rel = os.path.relpath(script)
     return rel if not rel.startswith("..") else script
+
+
+def _embedded_server_in_its_own_session() -> None:
+    """Start Prefect's temporary server (no PREFECT_API_URL) outside this process group. A Ctrl-C
+    in the terminal reaches the whole group: the server died with the run, so Prefect could not
+    record the run as crashed and retried for over a minute, then spent minutes more trying to
+    deliver the run's last logs. Now the server outlives the interrupt, the crash is recorded, and
+    the CLI stops the server itself (crawl2model.cli._exit_now)."""
+    import os
+
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    import subprocess
+    import types
+
+    import prefect.server.api.server as server
+
+    if getattr(server.subprocess, "own_session", False):
+        return
+
+    class Popen(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("start_new_session", True)
+            super().__init__(*args, **kwargs)
+
+    # Only that module's view of subprocess changes (it starts nothing but the server).
+    server.subprocess = types.SimpleNamespace(**{**vars(subprocess), "Popen": Popen, "own_session": True})
