@@ -79,22 +79,41 @@ def runner_deployments(spec: list[dict[str, Any]], only: list[str] | None = None
 
     Work pools are ignored here: a served deployment runs in this process's own subprocesses.
     """
-    from prefect.schedules import Cron
-
     out = []
     for d in spec:
         if only and d["name"] not in only:
             continue
         flow = load_entrypoint(d["entrypoint"])
-        sched = [Cron(s["cron"], timezone=s.get("timezone"), parameters=s.get("parameters") or {},
-                      active=s.get("active", True))
-                 for s in (d.get("schedules") or []) if s.get("cron")] if schedules else []
+        sched = [_schedule(d["name"], s) for s in (d.get("schedules") or [])] if schedules else []
+        # Everything else prefect.yaml may say that a served deployment can honour (work pool and
+        # job variables belong to workers: a served one runs in this process's subprocesses).
+        extra = {k: d[k] for k in ("paused", "concurrency_limit", "version", "enforce_parameter_schema") if k in d}
         out.append(flow.to_deployment(name=d["name"], description=d.get("description"), tags=d.get("tags"),
-                                      parameters=d.get("parameters") or {}, schedules=sched or None))
+                                      parameters=d.get("parameters") or {}, schedules=sched or None, **extra))
     if only and len(out) != len(set(only)):
         names = sorted(d["name"] for d in spec)
         raise ValueError(f"--only {only}: not all found among {names}")
     return out
+
+
+def _schedule(deployment: str, s: dict[str, Any]):
+    """A prefect.yaml schedule entry (cron, interval or rrule) as Prefect's schedule object; any other
+    form is an error, not a deployment silently served without its schedule."""
+    from prefect.schedules import Cron, Interval, RRule
+
+    common = {"timezone": s.get("timezone"), "parameters": s.get("parameters") or {}, "active": s.get("active", True)}
+    if s.get("cron"):
+        return Cron(s["cron"], day_or=s.get("day_or", True), **common)
+    if s.get("interval"):
+        anchor = s.get("anchor_date")
+        if isinstance(anchor, str):
+            from datetime import datetime
+
+            anchor = datetime.fromisoformat(anchor)
+        return Interval(s["interval"], anchor_date=anchor, **common)
+    if s.get("rrule"):
+        return RRule(s["rrule"], **common)
+    raise ValueError(f"deployment {deployment!r}: a schedule needs cron, interval or rrule, got {sorted(s)}")
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -64,6 +64,21 @@ def test_serve_builds_the_same_deployments(spec):
         runner_deployments(spec, only=["tokenz"])
 
 
+def test_serve_keeps_interval_and_rrule_schedules_and_deployment_settings(spec):
+    # Only cron schedules were served; interval and rrule ones, paused and concurrency_limit were dropped.
+    daily = next(d for d in spec if d["name"] == "daily")
+    variants = [{**daily, "name": "every6h", "schedules": [{"interval": 21600, "timezone": "UTC"}],
+                 "paused": True, "concurrency_limit": 1, "version": "0.1.0"},
+                {**daily, "name": "weekdays", "schedules": [{"rrule": "FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR"}]}]
+    served = {d.name: d for d in runner_deployments(variants)}
+    every6h, weekdays = served["every6h"], served["weekdays"]
+    assert [s.schedule.interval.total_seconds() for s in every6h.schedules] == [21600.0]
+    assert every6h.paused is True and every6h.concurrency_limit == 1 and every6h.version == "0.1.0"
+    assert [s.schedule.rrule.endswith("FREQ=WEEKLY;BYDAY=MO,TU,WE,TH,FR") for s in weekdays.schedules] == [True]
+    with pytest.raises(ValueError, match="needs cron, interval or rrule"):
+        runner_deployments([{**daily, "schedules": [{"every": "day"}]}])
+
+
 def test_flow_docstrings_document_the_parameters(spec):
     from flows.extract import extract_flow
 
