@@ -58,11 +58,17 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline_lib.config import ConfigError
         from pipeline_lib.shards import ShardError
 
-        # known, user-facing errors print one line, not a traceback
-        if isinstance(e, (ConfigError, ShardError, FileNotFoundError, ValueError)) and not getattr(args, "debug", False):
-            print(f"error: {e}", file=sys.stderr)
+        # Known, user-facing errors print one line, not a traceback: bad config or data, a path that
+        # is missing or not a file, storage that cannot be reached or refuses the credentials.
+        storage = type(e).__module__.split(".")[0] in _STORAGE_MODULES
+        if (isinstance(e, (ConfigError, ShardError, OSError, ValueError)) or storage) and not getattr(args, "debug", False):
+            print(f"error: {'storage: ' if storage else ''}{type(e).__name__ + ': ' if storage else ''}{e}",
+                  file=sys.stderr)
             return 2
         raise
+
+
+_STORAGE_MODULES = frozenset({"botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "aiohttp"})
 
 
 def _exit_now(code: int) -> None:

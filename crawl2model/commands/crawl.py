@@ -15,6 +15,8 @@ import argparse
 import json
 import sys
 
+from crawl2model.commands.argtypes import at_least
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("crawl", help="crawl seed URLs politely into page shards")
@@ -34,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser("ingest-warc", help="read WARC files / URLs / warc.paths.gz listings into page shards")
     w.add_argument("paths", nargs="+", metavar="PATH_OR_URL")
     w.add_argument("--out", required=True, metavar="DIR")
-    w.add_argument("--records-per-shard", type=int, default=1000, metavar="N")
-    w.add_argument("--workers", type=int, default=1, metavar="N", help="files ingested at once, one process each")
+    w.add_argument("--records-per-shard", type=at_least(int, 1), default=1000, metavar="N")
+    w.add_argument("--workers", type=at_least(int, 1), default=1, metavar="N", help="files ingested at once, one process each")
     w.set_defaults(func=_ingest_warc)
 
     d = sub.add_parser("ingest-docs", help="read cleaned documents (.parquet, .jsonl, .json, .ndjson, each also .gz) into "
@@ -44,8 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--out", required=True, metavar="DIR")
     d.add_argument("--text-column", default="text")
     d.add_argument("--url-column", default="url")
-    d.add_argument("--records-per-shard", type=int, default=1000, metavar="N")
-    d.add_argument("--workers", type=int, default=1, metavar="N", help="files ingested at once, one process each")
+    d.add_argument("--records-per-shard", type=at_least(int, 1), default=1000, metavar="N")
+    d.add_argument("--workers", type=at_least(int, 1), default=1, metavar="N", help="files ingested at once, one process each")
     d.set_defaults(func=_ingest_docs)
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from crawl2model.commands.argtypes import json_object
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="print the per-stage funnel of a run dir")
@@ -16,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("run_dir")
     v.set_defaults(func=_verify)
     for parser in (p, v):
-        parser.add_argument("--storage-options", type=json.loads, default={}, metavar="JSON",
+        parser.add_argument("--storage-options", type=json_object, default={}, metavar="JSON",
                             help='fsspec options for a remote run dir, e.g. \'{"client_kwargs": {"endpoint_url": "..."}}\'')
 
 

@@ -14,14 +14,16 @@ import json
 import os
 import sys
 
+from crawl2model.commands.argtypes import at_least, json_object
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate text from a trained checkpoint")
     p.add_argument("ckpt", metavar="CKPT", help="ckpt.pt, a 08_train folder or a run dir")
     p.add_argument("prompt", help="text to continue ('' starts from a document boundary)")
-    p.add_argument("--max-new-tokens", type=_at_least(int, 0), default=100)
-    p.add_argument("--temperature", type=_at_least(float, 0), default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=_at_least(int, 0), default=50, help="sample among the K likeliest tokens (0 = all)")
+    p.add_argument("--max-new-tokens", type=at_least(int, 0), default=100)
+    p.add_argument("--temperature", type=at_least(float, 0), default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=at_least(int, 0), default=50, help="sample among the K likeliest tokens (0 = all)")
     p.add_argument("--seed", type=int, default=None, help="same seed, same text")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     _storage_options(p)
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("next-token", help="the likeliest next tokens after a prompt, with probabilities")
     p.add_argument("ckpt", metavar="CKPT", help="ckpt.pt, a 08_train folder or a run dir")
     p.add_argument("prompt")
-    p.add_argument("--top-k", type=_at_least(int, 1), default=10)
+    p.add_argument("--top-k", type=at_least(int, 1), default=10)
     p.add_argument("--json", action="store_true", help='print a JSON list of {"token", "id", "prob"}')
     p.add_argument("--device", default="auto")
     _storage_options(p)
@@ -39,29 +41,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the model alone on a run dir's existing token shards (07_tokens)")
     p.add_argument("--run-dir", required=True, help="the run dir holding 07_tokens; writes 08_train")
     p.add_argument("--config", help="pipeline YAML (default: the run dir's config.yaml, else built-in defaults)")
-    p.add_argument("--max-steps", type=_at_least(int, 1), help="override train.max_steps")
+    p.add_argument("--max-steps", type=at_least(int, 1), help="override train.max_steps")
     p.add_argument("--preset", help="override train.preset")
     p.add_argument("--device", help="override train.device")
     _storage_options(p)
     p.set_defaults(func=_train)
 
 
-def _at_least(kind, low):
-    """An argparse type: ``kind`` of the value, refused (a usage error) below ``low``."""
-    def parse(text: str):
-        value = kind(text)
-        if not value >= low:  # "nan" and "inf" parse as floats; nan is never >= anything
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
-        if value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
-    return parse
-
-
 def _storage_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage-options", type=json.loads, default={}, metavar="JSON",
+    p.add_argument("--storage-options", type=json_object, default={}, metavar="JSON",
                    help='fsspec options for a checkpoint or run dir on an object store, e.g. '
                         '\'{"client_kwargs": {"endpoint_url": "..."}}\'')
 

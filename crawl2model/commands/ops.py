@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crawl2model.commands.argtypes import at_least
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PREFECT_FILE = REPO_ROOT / "deployments" / "prefect.yaml"
 DEFAULT_DEPLOYMENT = "pipeline/daily"
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--data-root", help="data_root parameter of the runs (default: the deployment's data_root, "
                                        "else $CRAWL2MODEL_DATA_ROOT, else the config's); also where "
                                        "completeness is checked")
-    b.add_argument("--poll", type=float, default=2.0, help="seconds between state checks")
+    b.add_argument("--poll", type=at_least(float, 0.1), default=2.0, help="seconds between state checks")
     b.add_argument("--timeout", type=float, default=None, help="stop waiting after this many seconds")
     b.add_argument("--json", action="store_true", help="print the result table as JSON")
     b.set_defaults(func=_backfill)

@@ -46,7 +46,10 @@ def _run(args: argparse.Namespace) -> int:
     train = result.get("train") or {}
     if train.get("checkpoint"):
         print(f"checkpoint: {train['checkpoint']}")
-        print(f'try: {own_command()} sample {train["checkpoint"]} "The garden"')
+        import shlex
+
+        # Quoted for a shell: a run dir with spaces was pasted back as two arguments.
+        print(f'try: {shlex.quote(own_command())} sample {shlex.quote(train["checkpoint"])} "The garden"')
     return 0
 
 

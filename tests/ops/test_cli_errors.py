@@ -1,0 +1,32 @@
+"""User mistakes at the command line are one-line errors (exit 2), caught before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from crawl2model.cli import main
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["ingest-docs", "a.jsonl", "--out", "OUT", "--records-per-shard", "0"], "--records-per-shard: must be at least 1"),
+    (["ingest-warc", "a.warc.gz", "--out", "OUT", "--workers", "0"], "--workers: must be at least 1"),
+    (["inspect", "--storage-options", "[1]", "OUT"], "--storage-options: must be a JSON object"),
+    (["verify", "--storage-options", "{bad", "OUT"], "--storage-options: not JSON"),
+    # before, two flow runs were submitted and then left untracked: "sleep length must be non-negative"
+    (["backfill", "--partitions", "a,b", "--poll", "-1"], "--poll: must be at least 0.1"),
+])
+def test_impossible_arguments_are_refused_before_any_work(tmp_path, argv, message, capsys):
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_a_directory_where_a_manifest_should_be_is_one_line(tmp_path, command, capsys):
+    (tmp_path / "00_crawl" / "_manifests" / "part-00009.manifest.json").mkdir(parents=True)
+    assert main([command, str(tmp_path / "00_crawl")]) == 2  # was an IsADirectoryError traceback
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Is a directory" in err and "Traceback" not in err
