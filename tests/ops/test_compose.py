@@ -149,6 +149,15 @@ def test_worker_image_builds_from_this_repo(services):
     assert "cu" in gpu_build["args"]["TORCH_INDEX_URL"]
 
 
+def test_the_build_context_leaves_out_what_the_image_does_not_copy():
+    # Without .dockerignore, `docker compose up --build` sent .venv and bench/out (gigabytes) to the daemon.
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", ".prefect", "bench", "tests"} <= ignored
+    copied = {line.split()[1] for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("COPY ")}
+    assert not copied & ignored, "the image copies something the build context leaves out"
+
+
 def _docker_engine_answers() -> bool:
     if not shutil.which("docker"):
         return False
