@@ -331,7 +331,8 @@ def read_verified(fs, stage_dir: str, name: str, which: str = "kept", columns: l
     actual = sha256_bytes(data)
     if actual != entry["sha256"]:
         raise ShardError(f"{path}: checksum mismatch: manifest sha256 {entry['sha256']}, file sha256 {actual} "
-                         f"({len(data)} bytes, manifest says {entry['bytes']})")
+                         f"({len(data)} bytes, manifest says {entry['bytes']}); to redo the shard, remove "
+                         f"{manifest_path(stage_dir, name)} and rerun")
     table = pq.read_table(io.BytesIO(data), columns=columns)
     if table.num_rows != entry["rows"]:
         raise ShardError(f"{path}: row count {table.num_rows} does not match manifest ({entry['rows']})")

@@ -150,11 +150,26 @@ def input_entries(fs, in_dir: str, name: str, manifest: dict[str, Any] | None = 
 
 
 def is_done(fs, out_dir: str, name: str, config_hash: str, inputs: list[dict[str, Any]]) -> dict | None:
-    """The existing manifest if this shard is already complete for exactly these inputs and config."""
+    """The existing manifest if this shard is already complete for exactly these inputs and config,
+    and its files still have the sizes the manifest records (one stat each, no read): a truncated
+    or missing file is redone by a rerun, where before every rerun failed on it in the next stage."""
     manifest = shards.load_manifest(fs, out_dir, name)
-    if manifest and manifest.get("config_hash") == config_hash and manifest.get("inputs") == inputs:
+    if manifest and manifest.get("config_hash") == config_hash and manifest.get("inputs") == inputs \
+            and _sizes_match(fs, out_dir, manifest):
         return manifest
     return None
+
+
+def _sizes_match(fs, out_dir: str, manifest: dict[str, Any]) -> bool:
+    for entry in manifest["files"].values():
+        if "bytes" not in entry:
+            continue
+        try:
+            if fs.size(shards.join(out_dir, entry["path"])) != entry["bytes"]:
+                return False
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+    return True
 
 
 def summary_from_manifest(manifest: dict[str, Any], skipped: bool) -> dict[str, Any]:

@@ -128,6 +128,25 @@ def test_runner_conserves_rows_counts_reasons_and_skips_when_done(tmp_path):
     assert before == {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
 
 
+@pytest.mark.parametrize("damage", ["truncate", "remove_rejected"])
+def test_a_rerun_redoes_a_shard_whose_file_was_cut_short_or_lost(tmp_path, damage):
+    """Every rerun skipped the damaged shard (its manifest matched) and failed reading it in the
+    next stage; the sizes the manifest records now tell it apart."""
+    fs = shards.filesystem(str(tmp_path))
+    cfg = parse_config({})
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    _write_input(fs, src, "part-00000", _docs(14))
+    run_shard(DropShort(cfg), fs, src, out, "part-00000")
+    if damage == "truncate":
+        open(f"{out}/part-00000.parquet", "r+b").truncate(100)
+    else:
+        os.remove(shards.rejected_path(out, "part-00000"))
+    again = run_shard(DropShort(cfg), fs, src, out, "part-00000")
+    assert not again["skipped"]
+    assert shards.read_verified(fs, out, "part-00000").num_rows == again["kept"]
+    assert run_shard(DropShort(cfg), fs, src, out, "part-00000")["skipped"]
+
+
 def test_runner_redoes_shard_when_input_or_config_changes(tmp_path):
     fs = shards.filesystem(str(tmp_path))
     src, out = str(tmp_path / "in"), str(tmp_path / "out")
