@@ -362,6 +362,15 @@ class _DocReader:
                     yield self._reject(src, "bad_json", f"{type(e).__name__}: {e}", index)
                 else:
                     if isinstance(record, dict):
+                        if index == 0 and self.text_column not in record:
+                            # The first object has no such key at all: a wrong --text-column, a
+                            # file-level failure as for Parquet (not thousands of missing_text rows
+                            # and a file recorded as done).
+                            yield self._reject(src, "docs_no_text_column",
+                                               f"first object has no key {self.text_column!r}; has "
+                                               f"{sorted(record)[:20]} (name the text column: --text-column, "
+                                               "or source.text_column)")
+                            return
                         yield self._row(src, index, record, counters)
                     else:
                         yield self._reject(src, "bad_json", "line is not a JSON object", index)

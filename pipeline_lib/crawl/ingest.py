@@ -105,7 +105,13 @@ def prepare(jobs: list["IngestJob"], fs=None) -> None:
         raise ValueError(f"{out_dir}: ingest state numbered with file_shard_stride "
                          f"{found.get('file_shard_stride')}, this crawl2model uses {FILE_SHARD_STRIDE}; "
                          "ingest into a new folder")
+    old_inputs = found.get("inputs") or []
+    # Reader options decide every row; while no file has been read to its end (a wrong --text-column
+    # fails each file as a whole), they may still change: nothing was kept under the old ones.
+    nothing_finished = not any(shards.exists(fs, _marker_path(out_dir, job.kind, i)) for i in range(len(old_inputs)))
     for key in ("kind", "first_shard", "records_per_shard", "reader"):
+        if key == "reader" and nothing_finished:
+            continue
         if key in found and found[key] != want[key]:
             raise ValueError(f"{out_dir} was ingested with {key} {found[key]!r}, this run asks for {want[key]!r}; "
                              f"rerun with {found[key]!r} or ingest into a new run dir")

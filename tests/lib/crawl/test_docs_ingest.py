@@ -88,3 +88,19 @@ def test_http_source(tmp_path):
         server.shutdown()
         server.server_close()
     assert summary["docs"] == 4
+
+
+def test_a_wrong_text_column_fails_the_file_and_the_fixed_rerun_is_accepted(tmp_path):
+    """JSONL with a wrong --text-column gave one missing_text reject per row, exit 0 and a file
+    recorded as done; Parquet failed the file, but the rerun with the right column was refused
+    ("ingested with reader ..."). Now both fail the file, and the fixed rerun reads it."""
+    lines = "".join(json.dumps({"url": f"http://a/{i}", "text": f"doc {i}"}) + "\n" for i in range(5))
+    (tmp_path / "a.jsonl").write_text(lines)
+    pq.write_table(pa.table({"url": ["http://b/0"], "text": ["doc b"]}), tmp_path / "b.parquet")
+    for name in ("a.jsonl", "b.parquet"):
+        out = str(tmp_path / ("out-" + name) / "02_extract")
+        fs = shards.filesystem(out)
+        wrong = ingest_docs([str(tmp_path / name)], fs, out, text_column="body")
+        assert wrong["reasons"] == {"docs_no_text_column": 1} and wrong["files_failed"] == 1 and wrong["docs"] == 0
+        fixed = ingest_docs([str(tmp_path / name)], fs, out, text_column="text")
+        assert fixed["files_failed"] == 0 and fixed["rejected"] == 0 and fixed["docs"] == (5 if name == "a.jsonl" else 1)
