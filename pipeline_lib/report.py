@@ -91,6 +91,19 @@ def has_shards(fs, run_dir: str) -> bool:
     return any(shards.list_shards(fs, shards.join(run_dir, stage)) for stage in STAGES)
 
 
+def unfinished_shards(fs, run_dir: str) -> list[str]:
+    """Stages holding data files without a manifest: shards being written, or whose write was
+    killed. Not damage (nothing reads them; a rerun redoes them), but the run is not complete."""
+    notes = []
+    for stage in STAGES:
+        d = shards.join(run_dir, stage)
+        extra = sorted(set(shards.list_data_names(fs, d)) - set(shards.list_shards(fs, d)))
+        if extra:
+            notes.append(f"{d}: {len(extra)} data file(s) without a manifest ({', '.join(extra[:5])}"
+                         f"{' ...' if len(extra) > 5 else ''}): being written, or cut short; a rerun redoes them")
+    return notes
+
+
 def verify_run(fs, run_dir: str) -> list[str]:
     """Every problem found re-checking every manifest of every stage of a run."""
     problems = []

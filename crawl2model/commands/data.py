@@ -55,6 +55,8 @@ def _verify(args: argparse.Namespace) -> int:
     fs = shards.filesystem(args.run_dir, args.storage_options)
     if report.has_shards(fs, args.run_dir):
         problems = report.verify_run(fs, args.run_dir)
+        for note in report.unfinished_shards(fs, args.run_dir):  # not damage: said, not failed
+            print(f"note: {note}", file=sys.stderr)
     elif shards.list_shards(fs, args.run_dir):  # a folder of shards itself
         problems = shards.verify_stage_dir(fs, args.run_dir)
     else:

@@ -102,6 +102,22 @@ def test_verify_cli_names_a_truncated_rejected_file(tmp_path):
     assert bad.returncode == 1 and str(victim) in bad.stdout and "checksum mismatch" in bad.stdout
 
 
+def test_verify_notes_a_shard_without_its_manifest(tmp_path, capsys):
+    """A data file whose manifest is gone is no damage (nothing reads it), but the run is not
+    complete: verify said "all shards match" and nothing more."""
+    from crawl2model.cli import main
+
+    fs = shards.filesystem(str(tmp_path))
+    run = tmp_path / "run"
+    for name in ("part-00000", "part-00001"):
+        write_result(fs, str(run / "06_pii"), name, "06_pii", 20, StageResult.keep_all(_docs(20)), "h", [], 0.0)
+    (run / "06_pii" / "_manifests" / "part-00001.manifest.json").unlink()
+    assert main(["verify", str(run)]) == 0
+    out, err = capsys.readouterr()
+    assert "all shards match their manifests" in out
+    assert "note:" in err and "1 data file(s) without a manifest (part-00001)" in err
+
+
 def test_a_manifest_cut_short_is_an_error_not_a_finished_shard(tmp_path):
     fs, in_dir, out_dir = _write_input(tmp_path)
     manifest = Path(shards.manifest_path(in_dir, "part-00000"))
