@@ -54,6 +54,15 @@ def call(size: int, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def shutdown() -> None:
+    """Stop the pool once its running shards are done; while an interrupt (Ctrl-C, a SIGTERM, which
+    Prefect raises as TerminationSignal) unwinds through the caller, stop it now instead: a SIGTERM
+    reaches only the parent, and waiting for every shard in flight outlasted `docker stop`'s grace."""
+    import sys
+
+    in_flight = sys.exc_info()[0]
+    if in_flight is not None and (issubclass(in_flight, KeyboardInterrupt) or in_flight.__name__ == "TerminationSignal"):
+        terminate()
+        return
     global _pool
     with _lock:
         if _pool is not None:

@@ -70,27 +70,44 @@ def own_command() -> str:
 
 
 def _embedded_server_in_its_own_session() -> None:
-    """Start Prefect's temporary server (no PREFECT_API_URL) outside this process group. A Ctrl-C
-    in the terminal reaches the whole group: the server died with the run, so Prefect could not
-    record the run as crashed and retried for over a minute, then spent minutes more trying to
-    deliver the run's last logs. Now the server outlives the interrupt, the crash is recorded, and
-    the CLI stops the server itself (crawl2model.cli._exit_now)."""
+    """Start Prefect's temporary server (no PREFECT_API_URL) outside this process group, bound to
+    this process's life. A Ctrl-C in the terminal reaches the whole group: the server died with the
+    run, so Prefect could not record the run as crashed and retried for over a minute, then spent
+    minutes more trying to deliver the run's last logs. Now the server outlives the interrupt, the
+    crash is recorded, and the CLI stops the server itself (crawl2model.cli._exit_now); if the CLI
+    dies any other way (SIGKILL, a hangup, the OOM killer), the kernel sends the server SIGTERM
+    (Linux's parent-death signal). Where that signal is not available, nothing changes."""
     import os
 
     if os.environ.get("PREFECT_API_URL"):
         return
+    import ctypes
+    import ctypes.util
+    import signal
     import subprocess
     import types
 
+    try:
+        prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the server stays in this group, as Prefect starts it
+        return
     import prefect.server.api.server as server
 
     if getattr(server.subprocess, "own_session", False):
         return
+    parent = os.getpid()
+
+    def die_with_parent() -> None:  # in the child, between fork and exec: nothing but two calls
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(1)
 
     class Popen(subprocess.Popen):
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("start_new_session", True)
+            kwargs.setdefault("preexec_fn", die_with_parent)
             super().__init__(*args, **kwargs)
 
-    # Only that module's view of subprocess changes (it starts nothing but the server).
+    # Only that module's view of subprocess changes (it starts nothing but the server, from the
+    # main thread, whose end is what the parent-death signal follows).
     server.subprocess = types.SimpleNamespace(**{**vars(subprocess), "Popen": Popen, "own_session": True})

@@ -72,3 +72,25 @@ def test_sigterm_to_the_cli_alone_stops_the_embedded_server(tmp_path):
     assert rc == 143 and "interrupted" in stderr, stderr[-3000:]
     assert took < 60, f"took {took:.0f}s"
     assert not alive, [p.cmdline() for p in alive]  # the server was left with no parent
+
+
+def test_sigkill_of_the_whole_group_takes_the_embedded_server_with_it(tmp_path):
+    # The server runs in its own session (so that a Ctrl-C leaves it to record the crash): the
+    # kernel's parent-death signal is what ends it when the CLI cannot (kill -9, a hangup, OOM).
+    rc, _took, _stderr, alive = _start_and_signal(tmp_path, signal.SIGKILL, whole_group=True)
+    assert rc == -signal.SIGKILL
+    assert not alive, [p.cmdline() for p in alive]
+
+
+def test_sigterm_does_not_wait_for_the_shards_in_flight(tmp_path):
+    # The workers get no SIGTERM (only the CLI does): shutting the pool down waited for every
+    # running shard, longer than `docker stop` grants before its SIGKILL.
+    proc = subprocess.Popen([sys.executable, "-m", "tests.e2e.interrupt_probe"], cwd=REPO, env=cli_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr.readline().strip() == "shard running"
+    time.sleep(3)  # the shard is in a worker process now
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(60)
+    assert rc == 143 and time.monotonic() - sent < 10, (rc, time.monotonic() - sent)
+    assert "interrupted" in proc.stderr.read()
