@@ -44,6 +44,7 @@ MAX_JSON_ARRAY_BYTES = 256 << 20
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}  # nanoseconds are divided instead
+JUDGE_ROWS = 100  # objects read before a missing text column fails the whole file
 _STREAM_ERRORS = (OSError, EOFError, zlib.error)  # a truncated or damaged (gzip) stream
 
 
@@ -324,6 +325,11 @@ class _DocReader:
         except (ValueError, RecursionError) as e:  # cut short (a partial download) or not JSON: no row is known
             yield self._reject(src, "docs_corrupt", f"not a complete JSON array: {type(e).__name__}: {e}")
             return
+        objects = [r for r in records[:JUDGE_ROWS] if isinstance(r, dict)] if isinstance(records, list) else []
+        if objects and not any(self.text_column in r for r in objects):
+            counters["docs.rows_read"] += len(records)
+            yield self._no_text_column(src, len(objects))
+            return
         for index, record in enumerate(records):
             counters["docs.rows_read"] += 1
             if isinstance(record, dict):
@@ -345,12 +351,21 @@ class _DocReader:
                 pass
             else:
                 counters["docs.rows_read"] += 1
+                if isinstance(record, dict) and self.text_column not in record:
+                    yield self._no_text_column(src, 1)
+                    return
                 yield self._row(src, 0, record, counters)
                 return
         yield from self._jsonl(src, io.BufferedReader(_Prefixed(data, f)), counters)
 
     def _jsonl(self, src: str, f, counters: Counter) -> Iterator[tuple[str, dict]]:
         index = 0
+        # Rows wait here until some object has the text column: when none of the first JUDGE_ROWS
+        # objects (or of the file) has it, the column is wrong (--text-column), a file-level failure
+        # as for Parquet, not one missing_text reject per row and a file recorded as done. One row
+        # without the key (an exporter dropping a null) is still that row's missing_text.
+        pending: list[tuple[str, dict]] | None = []
+        objects = 0
         try:
             for line in f:
                 if not line.strip():
@@ -359,24 +374,36 @@ class _DocReader:
                 try:
                     record = json.loads(line)
                 except (ValueError, RecursionError) as e:  # also too deep nesting, integers over 4300 digits
-                    yield self._reject(src, "bad_json", f"{type(e).__name__}: {e}", index)
+                    out = self._reject(src, "bad_json", f"{type(e).__name__}: {e}", index)
                 else:
                     if isinstance(record, dict):
-                        if index == 0 and self.text_column not in record:
-                            # The first object has no such key at all: a wrong --text-column, a
-                            # file-level failure as for Parquet (not thousands of missing_text rows
-                            # and a file recorded as done).
-                            yield self._reject(src, "docs_no_text_column",
-                                               f"first object has no key {self.text_column!r}; has "
-                                               f"{sorted(record)[:20]} (name the text column: --text-column, "
-                                               "or source.text_column)")
-                            return
-                        yield self._row(src, index, record, counters)
+                        objects += 1
+                        if pending is not None and self.text_column in record:
+                            yield from pending
+                            pending = None
+                        out = self._row(src, index, record, counters)
                     else:
-                        yield self._reject(src, "bad_json", "line is not a JSON object", index)
+                        out = self._reject(src, "bad_json", "line is not a JSON object", index)
                 index += 1
+                if pending is None:
+                    yield out
+                    continue
+                pending.append(out)
+                if objects >= JUDGE_ROWS:
+                    yield self._no_text_column(src, objects)
+                    return
         except _STREAM_ERRORS as e:  # truncated or damaged gzip: keep what was read
+            yield from pending or ()
             yield self._reject(src, "docs_corrupt", f"after row {index}: {type(e).__name__}: {e}", index)
+            return
+        if pending is not None and objects:
+            yield self._no_text_column(src, objects)
+            return
+        yield from pending or ()
+
+    def _no_text_column(self, src: str, objects: int) -> tuple[str, dict]:
+        return self._reject(src, "docs_no_text_column", f"none of the first {objects} objects has a key "
+                            f"{self.text_column!r} (name the text column: --text-column, or source.text_column)")
 
 
 def ingest_docs(paths: list[str], fs, out_dir: str, text_column: str = "text", url_column: str = "url",

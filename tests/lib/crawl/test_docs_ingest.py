@@ -94,13 +94,25 @@ def test_a_wrong_text_column_fails_the_file_and_the_fixed_rerun_is_accepted(tmp_
     """JSONL with a wrong --text-column gave one missing_text reject per row, exit 0 and a file
     recorded as done; Parquet failed the file, but the rerun with the right column was refused
     ("ingested with reader ..."). Now both fail the file, and the fixed rerun reads it."""
-    lines = "".join(json.dumps({"url": f"http://a/{i}", "text": f"doc {i}"}) + "\n" for i in range(5))
-    (tmp_path / "a.jsonl").write_text(lines)
+    docs = [{"url": f"http://a/{i}", "text": f"doc {i}"} for i in range(5)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "c.json").write_text(json.dumps(docs))  # an array
+    (tmp_path / "d.json").write_text(json.dumps(docs[0], indent=2))  # one pretty-printed document
     pq.write_table(pa.table({"url": ["http://b/0"], "text": ["doc b"]}), tmp_path / "b.parquet")
-    for name in ("a.jsonl", "b.parquet"):
+    for name, n in (("a.jsonl", 5), ("b.parquet", 1), ("c.json", 5), ("d.json", 1)):
         out = str(tmp_path / ("out-" + name) / "02_extract")
         fs = shards.filesystem(out)
         wrong = ingest_docs([str(tmp_path / name)], fs, out, text_column="body")
-        assert wrong["reasons"] == {"docs_no_text_column": 1} and wrong["files_failed"] == 1 and wrong["docs"] == 0
+        assert wrong["reasons"] == {"docs_no_text_column": 1} and wrong["files_failed"] == 1 and wrong["docs"] == 0, name
         fixed = ingest_docs([str(tmp_path / name)], fs, out, text_column="text")
-        assert fixed["files_failed"] == 0 and fixed["rejected"] == 0 and fixed["docs"] == (5 if name == "a.jsonl" else 1)
+        assert fixed["files_failed"] == 0 and fixed["rejected"] == 0 and fixed["docs"] == n, name
+
+
+def test_a_first_object_without_its_text_is_one_row_not_a_wrong_column(tmp_path):
+    # Exporters drop null fields: the first object lacking "text" is that row's missing_text.
+    docs = [{"url": "http://a/0", "title": "no text"}] + [{"url": f"http://a/{i}", "text": f"doc {i}"}
+                                                           for i in range(1, 50)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    out = str(tmp_path / "out" / "02_extract")
+    summary = ingest_docs([str(tmp_path / "a.jsonl")], shards.filesystem(out), out)
+    assert summary["docs"] == 49 and summary["reasons"] == {"missing_text": 1} and summary["files_failed"] == 0
