@@ -64,7 +64,7 @@ class CrawlConfig(_Model):
     read_timeout: float = Field(10.0, gt=0, description="Seconds of silence tolerated while reading.")
     total_timeout: float = Field(30.0, gt=0, description="Hard deadline per fetch of a page, its redirect hops and trickling servers included (each retry gets a new one).")
     max_body_bytes: int = Field(5_000_000, ge=1024, description="Cut off after this many decompressed bytes.")
-    max_redirects: int = Field(5, ge=0, description="Redirect hops followed (each re-checked); loops are rejected.")
+    max_redirects: int = Field(5, ge=0, description="Redirect hops followed (each re-checked); loops are rejected. Below 5, a robots.txt further away holds its host (robots_unavailable).")
     max_retries: int = Field(2, ge=0, description="Retries for 429/5xx only.")
     max_retry_wait: float = Field(30.0, ge=0, description="Longest Retry-After we wait; longer = give up (http_429).")
     max_crawl_delay: float = Field(60.0, ge=0, description="Cap on a robots.txt Crawl-delay we honour.")
