@@ -9,6 +9,8 @@ name, or a trained vocabulary embedded whole), so ``ckpt.pt`` alone is enough to
 
 from __future__ import annotations
 
+import functools
+
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -193,6 +195,7 @@ def _real_vocab_logits(model: GPT, idx: torch.Tensor, kv_cache: list[dict] | Non
     return logits
 
 
+@functools.lru_cache(maxsize=8)  # a scan of the vocabulary, else once per prompt; callers do not mutate it
 def non_token_ids(tokenizer) -> list[int]:
     """Ids below ``n_vocab`` that are no token: tiktoken's cl100k_base has 16 (100256 and
     100261-100275) and o200k_base 19, which decode to nothing (KeyError) if ever sampled."""
