@@ -56,19 +56,17 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted", file=sys.stderr)
             _exit_now(130 if _signalled and _signalled[0] == signal.SIGINT else 143)
         from pipeline_lib.config import ConfigError
-        from pipeline_lib.shards import ShardError
+        from pipeline_lib.shards import ShardError, is_storage_error
 
         # Known, user-facing errors print one line, not a traceback: bad config or data, a path that
         # is missing or not a file, storage that cannot be reached or refuses the credentials.
-        storage = type(e).__module__.split(".")[0] in _STORAGE_MODULES
+        storage = is_storage_error(e)
         if (isinstance(e, (ConfigError, ShardError, OSError, ValueError)) or storage) and not getattr(args, "debug", False):
             print(f"error: {'storage: ' if storage else ''}{type(e).__name__ + ': ' if storage else ''}{e}",
                   file=sys.stderr)
             return 2
         raise
 
-
-_STORAGE_MODULES = frozenset({"botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "aiohttp"})
 
 
 def _exit_now(code: int) -> None:

@@ -60,6 +60,16 @@ def _strip(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs._strip_protocol(path)
 
 
+# Libraries whose exceptions mean storage could not be reached or refused us (credentials, an
+# endpoint): the user's setup, not a damaged file. One list for every caller that tells them apart.
+STORAGE_ERROR_MODULES = frozenset({"botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "fsspec", "aiohttp",
+                                   "google", "azure"})
+
+
+def is_storage_error(e: BaseException) -> bool:
+    return type(e).__module__.split(".")[0] in STORAGE_ERROR_MODULES
+
+
 def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 

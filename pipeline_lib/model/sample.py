@@ -142,9 +142,6 @@ def _why(e: BaseException) -> str:
     return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
 
 
-# Errors of these packages mean the store could not be read (no credentials, bad endpoint), not a bad file.
-_STORAGE_MODULES = {"botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "fsspec", "aiohttp", "google", "azure"}
-
 
 def load_checkpoint(path: str, device: str = "auto", fs=None) -> tuple[GPT, Any, dict[str, Any]]:
     if fs is None:
@@ -157,7 +154,9 @@ def load_checkpoint(path: str, device: str = "auto", fs=None) -> tuple[GPT, Any,
     except (OSError, torch.OutOfMemoryError):
         raise  # a file we cannot read or a device too small: not the checkpoint's fault
     except Exception as e:  # empty, truncated, garbage or not a torch file at all
-        if type(e).__module__.split(".")[0] in _STORAGE_MODULES:  # credentials, endpoint: not the file's fault
+        from pipeline_lib.shards import is_storage_error
+
+        if is_storage_error(e):  # credentials, endpoint: not the file's fault
             raise ValueError(f"{path}: cannot read it ({_why(e)}); an object store may need --storage-options") from e
         raise ValueError(f"{path}: not a crawl2model checkpoint ({_why(e)})") from e
     if not isinstance(ckpt, dict):
