@@ -111,26 +111,31 @@ def cluster(sig: np.ndarray | None, exact: np.ndarray | None, has_shingles: np.n
     index_type = np.int32 if n < 2**31 else np.int64
     if rank is None:
         rank = np.arange(n, dtype=index_type)
+    position_to_row = np.empty(n, dtype=index_type)
+    position_to_row[rank] = np.arange(n, dtype=index_type)
+    # Pairs are drawn in preference order (keys permuted to rank positions): within a bucket each
+    # document meets its best-ranked neighbours, whatever shard order put the rows where they are.
+    # Drawn in row order, two near-duplicates in a bucket crowded by five band-sharing strangers
+    # merged or not depending on which shards they came from.
     uf = UnionFind(n, index_type)
     if exact is not None:
-        u, v = candidate_pairs(exact, None, 1)
-        uf.union(rank[u], rank[v])
+        uf.union(*candidate_pairs(exact[position_to_row], None, 1))
     if sig is not None:
+        eligible = None if has_shingles is None else has_shingles[position_to_row]
         for band in range(params.bands):
-            keys = band_keys(sig, band, params.rows)
-            u, v = candidate_pairs(keys, has_shingles, params.neighbours)
+            keys = band_keys(sig, band, params.rows)[position_to_row]
+            pu, pv = candidate_pairs(keys, eligible, params.neighbours)
             del keys
-            if params.verify_threshold > 0 and len(u):
+            if params.verify_threshold > 0 and len(pu):
                 parent = uf.flatten()
-                todo = parent[rank[u]] != parent[rank[v]]  # pairs already joined need no check
-                u, v = u[todo], v[todo]
+                todo = parent[pu] != parent[pv]  # pairs already joined need no check
+                pu, pv = pu[todo], pv[todo]
+                u, v = position_to_row[pu], position_to_row[pv]
                 similar = np.zeros(len(u), dtype=bool)
                 for s in range(0, len(u), verify_chunk):
                     part = slice(s, s + verify_chunk)
                     similar[part] = estimated_jaccard(sig[u[part]], sig[v[part]]) >= params.verify_threshold
-                u, v = u[similar], v[similar]
-            uf.union(rank[u], rank[v])
+                pu, pv = pu[similar], pv[similar]
+            uf.union(pu, pv)
     root_position = uf.flatten()
-    position_to_row = np.empty(n, dtype=index_type)
-    position_to_row[rank] = np.arange(n, dtype=index_type)
     return position_to_row[root_position[rank]]

@@ -80,3 +80,27 @@ def test_cluster_keeps_the_best_ranked_member_and_verification_blocks_weak_colli
     # Rows without shingles take no part in banding even with equal (empty) signatures.
     no_shingles = cluster(sig, None, np.array([True, False, False, True, True]), ClusterParams(bands=4, rows=5))
     assert no_shingles.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_crowded_bucket_pairs_by_preference_so_shard_order_does_not_decide_a_merge():
+    # a1 ~ a2 (109 of 128 slots equal) collide in band 0 only, and five unrelated documents share
+    # that band (a boilerplate band). With 4 neighbours per row, pairs drawn in row order missed
+    # a1-a2 whenever the shards put the strangers between them.
+    rng = np.random.default_rng(0)
+    perm, bands, rows = 128, 20, 5
+    a1 = rng.integers(0, 2**32, perm, dtype=np.uint32)
+    a2 = a1.copy()
+    for b in range(1, bands):
+        a2[b * rows] ^= np.uint32(1)
+    strangers = rng.integers(0, 2**32, (5, perm), dtype=np.uint32)
+    strangers[:, :rows] = a1[:rows]
+    docs = {"a1": a1, "a2": a2, **{f"x{i}": strangers[i] for i in range(5)}}
+    preference = ["a1", "a2", "x0", "x1", "x2", "x3", "x4"]
+    params = ClusterParams(bands, rows, verify_threshold=0.65, neighbours=4)
+    kept_sets = set()
+    for seed in range(12):
+        order = list(np.random.default_rng(seed).permutation(preference))
+        roots = cluster(np.stack([docs[d] for d in order]), None, np.ones(7, dtype=bool), params,
+                        rank=np.array([preference.index(d) for d in order]))
+        kept_sets.add(tuple(sorted(d for i, d in enumerate(order) if roots[i] == i)))
+    assert kept_sets == {("a1", "x0", "x1", "x2", "x3", "x4")}
