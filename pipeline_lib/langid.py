@@ -148,7 +148,8 @@ class LangIdStage(Stage):
     def process(self, table: pa.Table) -> StageResult:
         if self.identifier is None:
             return StageResult.keep_all(table)
-        texts = table.column("text").to_pylist()
+        # A shard without a text column is rejected row by row (lang_no_text), not a crash.
+        texts = table.column("text").to_pylist() if "text" in table.column_names else [None] * table.num_rows
         preds = self.identifier.predict(texts)
         reasons = [self.decide(lang, score) for lang, score in preds]
         table = table.drop_columns([c for c in ("language", "language_score") if c in table.column_names])

@@ -262,7 +262,8 @@ class TokenizeStage(Stage):
         good = table.filter(pc.invert(bad)) if n_bad else table
         if self.cfg.tokenize.shuffle_seed is not None and good.num_rows:
             good = good.take(self._permutation(good))
-        good_text = good.column("text")
+        # No text column at all: every row was rejected as text_missing above, and none is left.
+        good_text = good.column("text") if "text" in good.column_names else pa.array([], pa.string())
         tokens = encode_documents(enc, good_text.to_pylist(), append_eot=self.cfg.tokenize.append_eot,
                                   threads=default_threads(self.cfg))
         n_tokens = pc.list_value_length(tokens).cast(pa.int32())

@@ -54,6 +54,12 @@ def test_text_without_a_letter_has_no_language():
     assert result.kept.column("id").to_pylist() == ["d5", "d6"]
 
 
+def test_a_shard_without_a_text_column_is_rejected_row_by_row():
+    result = LangIdStage(PipelineConfig()).process(doc_table([TEXTS["en"], TEXTS["fr"]]).drop_columns(["text"]))
+    assert result.kept.num_rows == 0
+    assert result.rejected.column("reject_reason").to_pylist() == ["lang_no_text"] * 2
+
+
 def test_several_targets_each_with_its_threshold():
     cfg = parse_config({"langid": {"languages": {"fr": 0.5, "de": 1.0}}})
     result = LangIdStage(cfg).process(doc_table([TEXTS["en"], TEXTS["fr"], TEXTS["de"]]))

@@ -117,6 +117,14 @@ def test_pretrained_round_trip_any_unicode(tiktoken_cache, name):
     check()
 
 
+def test_a_shard_without_a_text_column_is_rejected_row_by_row(tiktoken_cache):
+    for shuffle in (None, 7):
+        stage = tokenization.TokenizeStage(parse_config({"tokenize": {"encoding": "gpt2", "shuffle_seed": shuffle}}))
+        result = stage.process(pa.table({"id": ["a", "b"], "url": ["u", "v"]}))
+        assert result.kept.num_rows == 0 and result.kept.column_names == ["id", "tokens", "n_tokens"]
+        assert result.rejected.column("reject_reason").to_pylist() == ["text_missing"] * 2
+
+
 def test_model_name_resolves_to_its_encoding(tiktoken_cache):
     assert tokenization.load_pretrained("gpt-4o").name == "o200k_base"
     with pytest.raises(ValueError, match="unknown tiktoken encoding or model 'no-such-model'"):
