@@ -13,8 +13,8 @@ spaCy's on average): ``\w+`` runs, kept whole across separators inside numbers (
 off (``it`` + ``’s``); initials and dotted abbreviations (``A.``, ``U.S.``), spaCy's abbreviation
 exceptions (``Mr.``, ``St.``, ``Jan.``: ABBREVIATIONS) and URLs are one token; combining vowel
 signs stay inside their word (``राजेश``); every other punctuation character is a token, except
-``...`` and dash runs (``--``). "Words" are the tokens that are not punctuation (datatrove's
-non-symbol words).
+``...`` and dash runs (``--``). "Words" are the tokens with a character outside datatrove's symbol
+set (its non-symbol words; punctuation.py).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from pipeline_lib.filters.punctuation import SENTENCE_TERMINALS, SYMBOLS
 from pipeline_lib.unicode_marks import MARKS
 
 # Abbreviations spaCy's English tokenizer keeps whole with their dot (its tokenizer exceptions):
@@ -46,11 +47,11 @@ TOKEN_RE = re.compile(
     rf"|\.\.\.|-{{2,}}|[^\w\s{MARKS}]"  # punctuation; "..." and "--" are one token each
 )
 
-# Endings of a line of prose: sentence terminals (ASCII, CJK, Devanagari, Arabic, Armenian,
-# Ethiopic, Myanmar, Khmer...), also followed by a closing quote or bracket. Colons and bare quotes
-# are not: headings end with them.
-_TERMINALS = ".!?…。！？｡।॥؟۔։።။។‼‽⁇⁈⁉"
-TERMINAL_PUNCT = tuple(_TERMINALS) + tuple(t + c for t in ".!?…" for c in "\"'”’»)]")
+# Endings of a line of prose: the sentence terminals of every script (punctuation.py), also when
+# a closing quote or bracket follows a full stop, ? or ! (datatrove counts those lines as open;
+# we do not). Colons, bare quotes and ellipses are not: headings and teasers end with them.
+TERMINAL_PUNCT = tuple(SENTENCE_TERMINALS) + tuple(t + c for t in ".!?" for c in "\"'”’»)]")
+_is_symbol_run = SYMBOLS.issuperset
 
 
 class Doc:
@@ -81,11 +82,10 @@ class Doc:
 
     @property
     def words(self) -> list[str]:
-        """Tokens that are not punctuation."""
+        """Tokens that are not made of symbols only (datatrove's non-symbol words: ``____`` is not a
+        word, a bullet or an emoji is)."""
         if self._words is None:
-            # Punctuation tokens are single characters, "..." or dash runs, so tokens are told apart
-            # by their first and last characters without a call per token.
-            self._words = [t for t in self.tokens if t[0].isalnum() or t[0] == "_" or (len(t) > 1 and t[-1] not in ".-")]
+            self._words = [t for t in self.tokens if not _is_symbol_run(t)]
         return self._words
 
     @property

@@ -9,7 +9,6 @@ bullet glyphs than "•" and "-" start a bullet line.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Any
 
@@ -20,7 +19,6 @@ from pipeline_lib.filters import Doc, QualityFilter, duplicates, over, under
 
 _BULLETS = ("•", "-", "*", "–", "—", "·", "●", "○", "■", "□", "▪", "◦", "‣", "➢", "►", "→")
 _ELLIPSES = ("...", "…")
-_LETTER = re.compile(r"[^\W\d_]")
 
 
 # n-grams are identified by a 64-bit polynomial hash of their words' string hashes, computed for
@@ -179,8 +177,9 @@ class GopherQuality(QualityFilter):
         signals["q_ellipsis_word_ratio"] = (text.count("...") + text.count("…")) / per_token
         signals["q_bullet_lines_frac"] = sum(1 for line in lines if line.lstrip().startswith(_BULLETS)) / n_lines
         signals["q_ellipsis_lines_frac"] = sum(1 for line in lines if line.rstrip().endswith(_ELLIPSES)) / n_lines
-        # Only words starting with a digit or "_" can lack a letter; check just those.
-        no_letter = sum(1 for w in words if (w[0].isdigit() or w[0] == "_") and not _LETTER.search(w))
+        # A word has a letter when any character isalpha(), as in datatrove: digits, ½ ① Ⅻ, a
+        # bullet or an emoji do not (the symbol tokens have none either, so they need no look).
+        no_letter = sum(1 for w in words if not w[0].isalpha() and not any(map(str.isalpha, w)))
         signals["q_alpha_words_frac"] = (n_words - no_letter) / per_token
         # Distinct stop words, any case (datatrove: distinct, exact case).
         found = self.stop_words.intersection(words)

@@ -118,6 +118,23 @@ def test_alpha_words_and_stop_words():
     assert verdicts([one_stop, one_stop + " and"], [{"name": GQ}]) == ["gopher_stop_words", None]
 
 
+def test_words_are_datatrove_non_symbol_tokens():
+    # An underline run is punctuation, not a word: a fill-in form kept its mean word length.
+    form = prose(60) + " Name: ________ Date: ________ Signed: ________________"
+    assert signal(form, [{"name": GQ}], "q_word_count") == 63
+    assert signal(form, [{"name": GQ}], "q_mean_word_len") == pytest.approx(
+        sum(map(len, Doc(prose(60)).words + ["Name", "Date", "Signed"])) / 63)
+    # A bullet, a currency sign or an emoji is a word there (no symbol of datatrove's set).
+    assert Doc("• Price: € 5 \U0001f600 ... -- ___ ．").words == ["•", "Price", "€", "5", "\U0001f600"]
+
+
+def test_numeric_symbols_are_not_alpha_words():
+    words = prose(80)
+    for junk in ("½", "²", "①", "Ⅻ", "5"):
+        text = words + " " + " ".join([junk] * 21)
+        assert signal(text, [{"name": GQ}], "q_alpha_words_frac") == pytest.approx(80 / 109), junk
+
+
 # -- Gopher repetition ---------------------------------------------------------------------------
 
 GR = "gopher_repetition"
@@ -310,6 +327,25 @@ def test_line_punctuation_ratio():
     assert signal(long_lines(25, 3), [{"name": FW}], "q_line_punct_ratio") == pytest.approx(0.12)
     assert verdicts([long_lines(25, 2), long_lines(25, 3)], [{"name": FW}]) == ["fineweb_line_punct_ratio", None]
     assert verdicts([long_lines(25, 0)], [{"name": FW, "line_punct_exclude_zero": True}]) == [None]
+
+
+def test_line_ends_are_the_sentence_terminals_of_every_script_but_not_an_ellipsis():
+    lines = [prose(12, seed=i)[:-1] for i in range(10)]
+    for end, terminal in (("…", False), ("．", True), ("﹖", True), ("।", True), ("꓿", True), (".”", True),
+                          ("?)", True), (":", False)):
+        text = "\n".join(line + end for line in lines)
+        assert signal(text, [{"name": FW}], "q_line_punct_ratio") == (1.0 if terminal else 0.0), end
+
+
+def test_sentence_terminals_are_unicodes_plus_three_khmer_signs():
+    regex = pytest.importorskip("regex")  # tiktoken's dependency: its Unicode tables
+    from pipeline_lib.filters.punctuation import SENTENCE_TERMINALS, SYMBOLS
+
+    unicode_set = {chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000
+                   and regex.match(r"\p{Sentence_Terminal}", chr(c))}
+    assert set(SENTENCE_TERMINALS) == unicode_set | set("\u17d6\u17d9\u17da")
+    assert len(SENTENCE_TERMINALS) == len(set(SENTENCE_TERMINALS))
+    assert set(SENTENCE_TERMINALS) <= SYMBOLS and "_" in SYMBOLS and "•" not in SYMBOLS
 
 
 def test_short_line_ratio():
