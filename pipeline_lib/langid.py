@@ -136,6 +136,12 @@ class LangIdStage(Stage):
                                              candidates=c.candidate_languages or None) if c.enabled else None
         self.targets = dict(c.languages)
 
+    @classmethod
+    def input_files(cls, cfg: PipelineConfig) -> list[str]:
+        """A model file the config names (the packaged one comes with the code)."""
+        c = cfg.langid
+        return [cfg.resolve_path(c.model_path)] if c.enabled and c.model_path else []
+
     def decide(self, lang: str | None, score: float) -> str | None:
         if lang is None:
             return "lang_no_text"

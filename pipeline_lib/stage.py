@@ -8,7 +8,9 @@ kept and rejected files atomically and the manifest last. A shard whose manifest
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import os
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -83,8 +85,21 @@ class Stage(ABC):
     @abstractmethod
     def process(self, table: pa.Table) -> StageResult: ...
 
+    @classmethod
+    def input_files(cls, cfg: PipelineConfig) -> list[str]:
+        """Local files this stage reads besides its shards (block lists, a model): their contents
+        are part of its config_hash, so editing one redoes the stage's shards."""
+        return []
+
     def config_hash(self) -> str:
         h = self.cfg.section_hash(self.section)
+        files = self.input_files(self.cfg)
+        if files:  # none by default: a config without such files keeps the hash it always had
+            # Taken once per instance, next to when it loaded them (build_stage makes a new
+            # instance when a file changes), so the hash describes the lists this instance uses.
+            if getattr(self, "_files_digest", None) is None:
+                self._files_digest = "".join(f":{file_digest(f)}" for f in files)
+            h = hashlib.sha256((h + self._files_digest).encode()).hexdigest()[:16]
         return h if self.version == 1 else f"{h}.v{self.version}"
 
     def manifest_extra(self) -> dict[str, Any]:
@@ -111,14 +126,39 @@ def stage_class(key: str) -> type[Stage]:
     return getattr(importlib.import_module(mod), cls)
 
 
+def _stat_key(path: str) -> tuple[str, int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return path, -1, -1  # missing: the stage's own loading says so
+    return path, st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file's bytes (16 hex digits), read again only when its size or mtime changed."""
+    key = _stat_key(path)
+    return "missing" if key[1] < 0 else _digest(*key)
+
+
 @lru_cache(maxsize=16)
-def _cached_stage(key: str, cfg_json: str, base_dir: str) -> Stage:
+def _cached_stage(key: str, cfg_json: str, base_dir: str, files: tuple) -> Stage:
     return stage_class(key)(PipelineConfig.from_json(cfg_json, base_dir))
 
 
 def build_stage(key: str, cfg: PipelineConfig) -> Stage:
-    """A stage instance, cached per process: models (fastText, presidio) load once per worker."""
-    return _cached_stage(key, cfg.model_dump_json(), cfg.base_dir)
+    """A stage instance, cached per process: models (fastText, presidio) load once per worker. A
+    list or model file edited since (a long-lived worker, the next run) builds a fresh one."""
+    files = tuple(_stat_key(f) for f in stage_class(key).input_files(cfg))
+    return _cached_stage(key, cfg.model_dump_json(), cfg.base_dir, files)
 
 
 def check_result(stage_name: str, rows_in: int, result: StageResult) -> None:

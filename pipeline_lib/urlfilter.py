@@ -291,6 +291,20 @@ class UrlFilterStage(Stage):
         super().__init__(cfg)
         self.filter, self.sizes = build_url_filter(cfg)
 
+    @classmethod
+    def input_files(cls, cfg: PipelineConfig) -> list[str]:
+        """The block lists and word lists the config names (the bundled ones come with the code)."""
+        section = cfg.urlfilter
+        files = [cfg.resolve_path(f) for f in section.blocklist_files]
+        if section.ut1_dir:
+            root = Path(cfg.resolve_path(section.ut1_dir))
+            files += [str(root / cat / name) for cat in section.ut1_categories for name in ("domains", "urls")
+                      if (root / cat / name).is_file()]
+        if section.url_word_rules:
+            files += [cfg.resolve_path(f) for f in (section.banned_words_file, section.soft_words_file,
+                                                    section.banned_subwords_file) if f]
+        return files
+
     def process(self, table: pa.Table) -> StageResult:
         if not self.cfg.urlfilter.enabled:
             return StageResult.keep_all(table)

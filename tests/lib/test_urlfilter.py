@@ -214,3 +214,33 @@ def test_bundled_subwords_do_not_straddle_ordinary_words(tmp_path):
             "https://news.example/adult-campus-courses", "http://x.example/sexcam/live"]
     got = reasons_for(stage, urls)
     assert [got[u] for u in urls] == [None, None, None, "url_banned_word"]  # a whole-word ban still holds
+
+
+def test_editing_a_listed_file_redoes_the_shards_and_rebuilds_the_cached_stage(tmp_path):
+    # The config named the same file before and after the edit, so its section hash was the same:
+    # a rerun skipped the shards and the newly blocked pages flowed on to training.
+    import fsspec
+
+    from pipeline_lib.stage import StageResult, build_stage, run_shard, write_result
+
+    fs = fsspec.filesystem("file")
+    crawl_dir, out_dir = str(tmp_path / "00_crawl"), str(tmp_path / "01_urlfilter")
+    table = pa.table({"id": ["a", "b"], "url": ["https://good.example/x", "https://spam.example/y"]})
+    write_result(fs, crawl_dir, "part-00000", "00_crawl", 2, StageResult.keep_all(table), "h", [], 0.0)
+    (tmp_path / "block.txt").write_text("# nothing yet\n")
+    cfg = parse_config({"urlfilter": {"blocklist_files": ["block.txt"]}}, base_dir=str(tmp_path))
+    before = build_stage("urlfilter", cfg)
+    first = run_shard(before, fs, crawl_dir, out_dir, "part-00000")
+    hash_before = before.config_hash()
+    assert (first["kept"], first["rejected"]) == (2, 0)
+    assert run_shard(build_stage("urlfilter", cfg), fs, crawl_dir, out_dir, "part-00000").get("skipped")
+
+    (tmp_path / "block.txt").write_text("# now\nspam.example\n")
+    stage = build_stage("urlfilter", cfg)
+    again = run_shard(stage, fs, crawl_dir, out_dir, "part-00000")
+    assert not again.get("skipped") and (again["kept"], again["rejected"]) == (1, 1)
+    assert stage is not before and stage.config_hash() != hash_before == before.config_hash()
+    assert build_stage("urlfilter", cfg) is stage  # unchanged since: the cached one
+    # The default config reads no list file: its hash is the section's, as in manifests written before.
+    plain = parse_config({})
+    assert UrlFilterStage.input_files(plain) == [] and UrlFilterStage(plain).config_hash() == plain.section_hash("urlfilter")
