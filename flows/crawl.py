@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable as a script
 
-from prefect import flow  # noqa: E402
+from prefect import flow, get_run_logger  # noqa: E402
 
 from flows.common import DEFAULT_CONFIG, documented, resolve, run_name, stage_cli  # noqa: E402
 from pipeline_lib import pipeline as plan  # noqa: E402
@@ -30,6 +30,8 @@ def crawl_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, 
         items = summary.get("pages", summary.get("docs", 0))
         print(f"  {kind:<10} {items} {'documents' if kind == 'docs' else 'pages'}, {summary.get('rejected', 0)} "
               f"rejected{done}", file=sys.stderr, flush=True)
+        for line in plan.failed_files_lines(summary):  # the log reaches the console and the UI
+            get_run_logger().warning(line.strip())
     return result
 
 

@@ -209,6 +209,23 @@ def finish_source(ref: ConfigRef, crawl_summary: dict[str, Any] | None, file_res
     return summaries
 
 
+def failed_files_lines(summary: dict[str, Any]) -> list[str]:
+    """What to tell the user when input files failed as a whole (missing, cut short, unreadable):
+    a line for the count, then one per file with its reason. Empty when none failed."""
+    failed = summary.get("files_failed", 0)
+    if not failed:
+        return []
+    lines = [f"error: {failed} of {summary['files']} input files failed as a whole; rerun once fixed: only they "
+             "are read again"]
+    return lines + [f"  {path}: {why[:300]}" for path, why in summary.get("failures", {}).items()]
+
+
+def run_failures(results: dict[str, Any]) -> list[str]:
+    """failed_files_lines for every source kind of a pipeline result (``results["crawl"]``)."""
+    return [line for summary in (results.get("crawl") or {}).values() if isinstance(summary, dict)
+            for line in failed_files_lines(summary)]
+
+
 def run_source(ref: ConfigRef, run_dir: str, progress=None, map_jobs=None) -> dict[str, Any]:
     """Fill the source folder: crawl (with the bundled site when enabled), WARC or cleaned documents.
 

@@ -56,14 +56,12 @@ def _print(summary: dict) -> int:
     what was read is kept, and a rerun after the fix reads only the failed files."""
     json.dump(summary, sys.stdout, sort_keys=True)
     sys.stdout.write("\n")
-    failed = summary.get("files_failed", 0)
-    if failed:
-        print(f"error: {failed} of {summary['files']} input files failed as a whole; rerun once fixed: only they "
-              "are read again", file=sys.stderr)
-        for path, why in summary.get("failures", {}).items():
-            print(f"  {path}: {why[:300]}", file=sys.stderr)
-        return 1
-    return 0
+    from pipeline_lib.pipeline import failed_files_lines
+
+    lines = failed_files_lines(summary)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 1 if lines else 0
 
 
 def _crawl(args: argparse.Namespace) -> int:

@@ -50,7 +50,21 @@ def _run(args: argparse.Namespace) -> int:
 
         # Quoted for a shell: a run dir with spaces was pasted back as two arguments.
         print(f'try: {shlex.quote(own_command())} sample {shlex.quote(train["checkpoint"])} "The garden"')
-    return 0
+    # Every stage ran on what could be read; a whole input file that could not be is named again
+    # here, after the funnel, and the exit status says the partition is not complete.
+    failures = report_failures(result)
+    return 1 if failures else 0
+
+
+def report_failures(result: dict) -> list[str]:
+    from pipeline_lib.pipeline import run_failures
+
+    lines = run_failures(result)
+    if lines:
+        print("", file=sys.stderr)
+        for line in lines:
+            print(line, file=sys.stderr)
+    return lines
 
 
 def own_command() -> str:

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import yaml
 
 import pipeline_lib.sample_site
 from pipeline_lib.schema import STAGES
@@ -181,3 +182,26 @@ def test_bad_config_fails_before_any_work(tmp_path):
     assert str(cfg) in proc.stderr and "crawl.max_pagez" in proc.stderr and "run.workers" in proc.stderr
     assert not (tmp_path / "runs").exists()
     assert not os.path.exists(tmp_path / "prefect-home")
+
+
+def test_a_run_with_an_input_file_failed_as_a_whole_names_it_and_exits_1(tmp_path):
+    # The run went on with the readable file and said "done" with exit 0: the failed file's
+    # documents were missing and nothing named it.
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"text": f"Document number {i} is about gardens and rivers.",
+                                        "url": f"https://example.org/{i}"}) + "\n" for i in range(4)))
+    no_text = tmp_path / "no-text.jsonl"
+    no_text.write_text("".join(json.dumps({"content": f"doc {i}"}) + "\n" for i in range(3)))
+    cfg = tmp_path / "docs.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "run": {"name": "f", "partition": "p", "data_root": str(tmp_path / "runs"), "workers": 1,
+                "task_runner": "thread"},
+        "source": {"kind": "docs", "docs_paths": [str(good), str(no_text)]},
+        "quality": {"enabled": False}, "dedup": {"enabled": False}, "pii": {"enabled": False},
+        "tokenize": {"source": "pretrained", "encoding": "gpt2"}, "train": {"enabled": False}}))
+    proc = run_cli(["run", "--config", str(cfg)], tmp_path, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-4000:]
+    last = proc.stderr.strip().splitlines()[-2:]  # said again at the very end, after the funnel
+    assert last[0].startswith("error: 1 of 2 input files failed as a whole"), proc.stderr[-3000:]
+    assert last[1].strip().startswith(f"{no_text}: docs_no_text_column"), last
+    assert re.search(r"07_tokens +\d+ +4 ", proc.stdout), proc.stdout  # every stage ran on what could be read
