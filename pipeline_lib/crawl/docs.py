@@ -6,8 +6,9 @@ the shape every stage from ``urlfilter`` onwards accepts, so a run can start pas
 A row without usable text, or a line that is not JSON, is a rejected row with a reason.
 
 Damaged input costs only what is damaged: a Parquet row group that cannot be read is one
-``docs_corrupt`` reject that says how many rows it held (counter ``docs.rows_lost``) and the next
-row group is read; a date that does not convert becomes null; a lone surrogate (JSON ``"\\ud83d"``)
+``docs_row_group_corrupt`` reject that says how many rows it held (counter ``docs.rows_lost``) and
+the next row group is read (the file still counts as read; a JSONL file whose last line is
+unfinished is ``docs_corrupt``, cut short, and read again by the next run); a date that does not convert becomes null; a lone surrogate (JSON ``"\\ud83d"``)
 or invalid UTF-8 in a text becomes U+FFFD (counter ``docs.invalid_unicode_repaired``). A ``.json``
 file that opens with ``[`` is one JSON array of documents (rejected as ``docs_too_large`` over
 MAX_JSON_ARRAY_BYTES); one whose first line is not a whole object may be one pretty-printed
@@ -31,6 +32,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline_lib import shards
 from pipeline_lib.crawl.ingest import jobs_for, run_jobs
 from pipeline_lib.crawl.warc import parse_warc_date
 from pipeline_lib.schema import PAGE_REJECT_SCHEMA, TIMESTAMP, doc_id
@@ -279,7 +281,13 @@ class _DocReader:
             except Exception as e:
                 lost = max(group_rows - done, 0)
                 counters["docs.rows_lost"] += lost
-                yield self._reject(src, "docs_corrupt", f"row group {group}: {lost} of {group_rows} rows lost: "
+                # Damage inside a file whose footer reads is in the file itself: its rows are lost for
+                # good and the file is still read to the end (no file failure, so it is not read
+                # again forever). A connection or storage error is no damage: the file failed and
+                # the next run reads it again.
+                transient = isinstance(e, (ConnectionError, TimeoutError)) or shards.is_storage_error(e)
+                reason = "docs_unreadable" if transient else "docs_row_group_corrupt"
+                yield self._reject(src, reason, f"row group {group}: {lost} of {group_rows} rows lost: "
                                    f"{type(e).__name__}: {e}", part=f"row_group={group}")
                 index += lost
 
@@ -374,6 +382,13 @@ class _DocReader:
                 try:
                     record = json.loads(line)
                 except (ValueError, RecursionError) as e:  # also too deep nesting, integers over 4300 digits
+                    if not line.endswith(b"\n"):
+                        # The last line, unfinished: a file cut short (a partial download), as a
+                        # truncated gzip is; not one bad row of a file then recorded as read.
+                        yield from pending or ()
+                        yield self._reject(src, "docs_corrupt", f"cut short after row {index}: the last line "
+                                           f"ends without a newline and is not whole JSON ({e})", index)
+                        return
                     out = self._reject(src, "bad_json", f"{type(e).__name__}: {e}", index)
                 else:
                     if isinstance(record, dict):

@@ -58,7 +58,12 @@ def test_a_damaged_row_group_loses_only_its_own_rows(tmp_path):
 
     summary, kept, rejected = _ingest(tmp_path, [path])
     assert [r["url"] for r in kept] == [f"https://a.example/{i}" for i in [*range(n), *range(2 * n, 3 * n)]]
-    assert [r["reject_reason"] for r in rejected] == ["docs_corrupt"]
+    # The damage is in the file: its rows are lost, counted, and the file counts as read (it was
+    # "failed as a whole" on every run before, so its partition could never be complete).
+    assert [r["reject_reason"] for r in rejected] == ["docs_row_group_corrupt"]
+    assert summary["files_failed"] == 0
+    again, _, _ = _ingest(tmp_path, [path])
+    assert again["files_skipped"] == 1
     assert f"row group 1: {n} of {n} rows lost" in rejected[0]["detail"]
     assert summary["counters"]["docs.rows_lost"] == n
     assert summary["counters"]["docs.rows_read"] + summary["counters"]["docs.rows_lost"] == 3 * n
@@ -217,3 +222,22 @@ def test_a_cut_short_json_gz_with_a_long_first_line_keeps_the_rows_read(tmp_path
     summary, kept, rejected = _ingest(tmp_path, [cut])
     assert len(kept) > 1000 and kept[0]["url"] == "l0"
     assert [r["reject_reason"] for r in rejected] == ["docs_corrupt"]
+
+
+def test_a_jsonl_file_cut_inside_its_last_line_fails_and_is_read_again_once_whole(tmp_path):
+    # A partial download: the unfinished last line was one bad_json row, the file was recorded as
+    # read, and the rest of it never arrived.
+    path = tmp_path / "part.jsonl"
+    whole = "".join(json.dumps({"url": f"u{i}", "text": f"document {i}"}) + "\n" for i in range(3))
+    path.write_text(whole[:-12])
+    summary, kept, rejected = _ingest(tmp_path, [path])
+    assert [r["url"] for r in kept] == ["u0", "u1"]
+    assert [r["reject_reason"] for r in rejected] == ["docs_corrupt"] and "cut short after row 2" in rejected[0]["detail"]
+    assert summary["files_failed"] == 1
+    path.write_text(whole)
+    summary, kept, rejected = _ingest(tmp_path, [path])
+    assert [r["url"] for r in kept] == ["u0", "u1", "u2"] and rejected == [] and summary["files_failed"] == 0
+    # A complete file whose last line has no newline but is whole JSON is fine as it is.
+    path.write_text(whole.rstrip("\n"))
+    summary, kept, _ = _ingest(tmp_path, [path], name="no-final-newline")
+    assert [r["url"] for r in kept] == ["u0", "u1", "u2"] and summary["files_failed"] == 0
