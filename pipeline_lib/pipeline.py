@@ -51,6 +51,12 @@ def enabled(cfg: PipelineConfig, key: str) -> bool:
     return bool(getattr(getattr(cfg, section), "enabled", True))
 
 
+def chain_dirs(cfg: PipelineConfig) -> list[str]:
+    """The stage folders this config's run writes, in order: the source's, then every enabled stage."""
+    source = "02_extract" if cfg.source.kind == "docs" else "00_crawl"
+    return [d for key, d in STAGE_DIRS.items() if d == source or (enabled(cfg, key) and d > source)]
+
+
 def source_dir(cfg: PipelineConfig, run_dir: str) -> str:
     """Where the source's shards land: pages at 00_crawl, cleaned documents at 02_extract."""
     return stage_dir(run_dir, "extract" if cfg.source.kind == "docs" else "crawl")

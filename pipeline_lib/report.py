@@ -14,13 +14,44 @@ from pipeline_lib.schema import STAGES
 
 
 def funnel(fs, run_dir: str) -> list[dict[str, Any]]:
-    """One row per stage that has shards: rows in, kept, rejected, reasons, counters, seconds."""
+    """One row per stage that has shards: rows in, kept, rejected, reasons, counters, seconds.
+
+    Only the stages of the run's own chain (its config.yaml, as its last run left it): a folder
+    left by an earlier run of a stage the config now skips was shown as if it had run, and the
+    counts no longer chained (stale_stages names such folders).
+    """
+    chain = _chain(fs, run_dir)
     rows = []
     for stage in STAGES:
+        if chain is not None and stage not in chain:
+            continue
         row = stage_row(fs, shards.join(run_dir, stage), stage)
         if row is not None:
             rows.append(row)
     return rows
+
+
+def stale_stages(fs, run_dir: str) -> list[str]:
+    """Stage folders with shards that the run's config no longer runs (left by an earlier run)."""
+    chain = _chain(fs, run_dir)
+    if chain is None:
+        return []
+    return [s for s in STAGES if s not in chain and shards.list_shards(fs, shards.join(run_dir, s))]
+
+
+def _chain(fs, run_dir: str) -> list[str] | None:
+    """The stage folders of the run dir's own config.yaml; None without one (every folder counts)."""
+    from pipeline_lib.config import ConfigError, config_from_yaml
+    from pipeline_lib.pipeline import chain_dirs
+
+    path = shards.join(run_dir, "config.yaml")
+    try:
+        if not shards.exists(fs, path):
+            return None
+        cfg = config_from_yaml(shards.read_bytes(fs, path).decode("utf-8", "replace"), path, ".", check_files=False)
+    except (ConfigError, OSError, ValueError):
+        return None  # not ours to judge here: `run` and `verify` say what is wrong with it
+    return chain_dirs(cfg)
 
 
 def stage_row(fs, d: str, stage: str) -> dict[str, Any] | None:

@@ -46,6 +46,8 @@ def _inspect(args: argparse.Namespace) -> int:
         print()
     else:
         print(report.funnel_text(rows))
+        for stage in report.stale_stages(fs, args.run_dir):
+            print(f"note: {stage} is left from an earlier run; this run's config skips it", file=sys.stderr)
     return 0
 
 

@@ -257,3 +257,25 @@ def test_beside_warc_ingest_the_crawler_leaves_temp_files_to_the_source_setup(tm
     assert in_flight.exists()
     pipeline.source_jobs(ref, run_dir)  # before any ingest job or the crawl: a leftover of a killed write
     assert not in_flight.exists()
+
+
+def test_the_funnel_shows_the_stages_of_the_run_dirs_own_config_only(tmp_path):
+    # Quality ran once, then the config turned it off: its old folder showed in the funnel of
+    # `run`, `inspect` and the UI artifact as if it had run, and the counts no longer chained.
+    import pyarrow as pa
+
+    from pipeline_lib.config import dump_config
+    from pipeline_lib.stage import StageResult, write_result
+
+    run_dir = str(tmp_path / "run")
+    fs = shards.filesystem(run_dir)
+    table = pa.table({"id": ["a", "b"], "text": ["x", "y"]})
+    for stage in ("02_extract", "03_langid", "04_quality", "05_dedup"):
+        write_result(fs, f"{run_dir}/{stage}", "part-00000", stage, 2, StageResult.keep_all(table), "h", [], 0.0)
+    assert [r["stage"] for r in report.funnel(fs, run_dir)] == ["02_extract", "03_langid", "04_quality", "05_dedup"]
+
+    cfg = parse_config({"source": {"kind": "docs"}, "quality": {"enabled": False}})
+    assert pipeline.chain_dirs(cfg) == ["02_extract", "03_langid", "05_dedup", "06_pii", "07_tokens", "08_train"]
+    (tmp_path / "run" / "config.yaml").write_text(dump_config(cfg))
+    assert [r["stage"] for r in report.funnel(fs, run_dir)] == ["02_extract", "03_langid", "05_dedup"]
+    assert report.stale_stages(fs, run_dir) == ["04_quality"]
