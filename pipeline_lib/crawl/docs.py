@@ -22,6 +22,8 @@ import gzip
 import io
 import json
 import re
+import shutil
+import tempfile
 import zlib
 from collections import Counter
 from contextlib import nullcontext
@@ -252,11 +254,25 @@ class _DocReader:
                 yield self._reject(src, "docs_unknown_format", "expected .parquet, .jsonl, .json or their .gz forms")
 
     def _parquet(self, src: str, f, counters: Counter) -> Iterator[tuple[str, dict]]:
-        try:
-            pf = pq.ParquetFile(f)
-        except Exception as e:
-            yield self._reject(src, "docs_unreadable", f"{type(e).__name__}: {e}")
-            return
+        with tempfile.TemporaryFile() as spool:
+            try:
+                try:
+                    pf = pq.ParquetFile(f)
+                except ValueError as e:
+                    if "range requests" not in str(e):
+                        raise
+                    # An http(s) server without Range support (python -m http.server): Parquet reads
+                    # its footer first, so the file is streamed once into a local temporary file.
+                    with fsspec.open(src, "rb", **{**self.storage_options, "block_size": 0}) as whole:
+                        shutil.copyfileobj(whole, spool, 1 << 20)
+                    spool.seek(0)
+                    pf = pq.ParquetFile(spool)
+            except Exception as e:
+                yield self._reject(src, "docs_unreadable", f"{type(e).__name__}: {e}")
+                return
+            yield from self._parquet_rows(src, pf, counters)
+
+    def _parquet_rows(self, src: str, pf: pq.ParquetFile, counters: Counter) -> Iterator[tuple[str, dict]]:
         names = set(pf.schema_arrow.names)
         if self.text_column not in names:
             yield self._reject(src, "docs_no_text_column", f"no column {self.text_column!r}; has {sorted(names)[:20]} "

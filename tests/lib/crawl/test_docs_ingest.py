@@ -90,6 +90,26 @@ def test_http_source(tmp_path):
     assert summary["docs"] == 4
 
 
+def test_parquet_over_http_from_a_server_without_range_requests(tmp_path):
+    # python -m http.server answers every GET with the whole file; Parquet reads its footer first,
+    # and fsspec refused: "The HTTP server doesn't appear to support range requests".
+    texts = [f"document {i} " + "abcdef" * 150 for i in range(200)]
+    pq.write_table(pa.table({"url": [f"https://a/{i}" for i in range(200)], "text": texts}),
+                   tmp_path / "big.parquet", row_group_size=50, use_dictionary=False, compression="none")
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = str(tmp_path / "from-http")
+        summary = ingest_docs([f"http://127.0.0.1:{server.server_address[1]}/big.parquet"], shards.filesystem(out), out)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert summary["files_failed"] == 0 and summary["docs"] == 200, summary
+    assert read_stage(shards.filesystem(out), out).column("text").to_pylist() == texts
+
+
 def test_a_wrong_text_column_fails_the_file_and_the_fixed_rerun_is_accepted(tmp_path):
     """JSONL with a wrong --text-column gave one missing_text reject per row, exit 0 and a file
     recorded as done; Parquet failed the file, but the rerun with the right column was refused
