@@ -119,10 +119,11 @@ def prepare(jobs: list["IngestJob"], fs=None) -> None:
     # A file never finished (no marker: it failed, e.g. a mistyped URL) may be replaced in place:
     # its shards name their input file, so the new file's read rewrites them.
     replaceable = {i for i, (a, b) in enumerate(zip(old or [], want["inputs"]))
-                   if a != b and not shards.exists(fs, _marker_path(out_dir, job.kind, i))}
-    if old is not None and [s for i, s in enumerate(want["inputs"][:len(old)]) if i not in replaceable] != \
-            [s for i, s in enumerate(old) if i not in replaceable]:
-        at = next((i for i, (a, b) in enumerate(zip(old, want["inputs"])) if a != b and i not in replaceable), None)
+                   if not same_input(a, b) and not shards.exists(fs, _marker_path(out_dir, job.kind, i))}
+    if old is not None and (len(want["inputs"]) < len(old) or not all(
+            same_input(a, b) for i, (a, b) in enumerate(zip(old, want["inputs"])) if i not in replaceable)):
+        at = next((i for i, (a, b) in enumerate(zip(old, want["inputs"]))
+                   if not same_input(a, b) and i not in replaceable), None)
         what = (f"{len(old)} files were ingested, this run lists {len(want['inputs'])}" if at is None else
                 f"file {at} was {old[at]}, this run lists {want['inputs'][at]}")
         raise ValueError(f"{out_dir}: the input files differ from what this run dir was ingested from ({what}); "
@@ -225,12 +226,25 @@ def _reader_and_schemas(job: IngestJob) -> tuple[Reader, tuple[pa.Schema, pa.Sch
     raise ValueError(f"unknown ingest kind {job.kind!r}")
 
 
+def absolute_input(src: str) -> str:
+    """A local input as an absolute path (URLs as given): ``in/x.warc.gz``, ``./in/x.warc.gz`` and
+    the absolute path a config resolves to are one file, with one set of document ids."""
+    return src if "://" in src else os.path.abspath(src)
+
+
+def same_input(recorded: str, src: str) -> bool:
+    """Whether a recorded input (a layout or marker written before inputs were made absolute may
+    hold a relative path, taken against the working directory) is this run's ``src``."""
+    return recorded == src or ("://" not in recorded and "://" not in src
+                               and os.path.abspath(recorded) == os.path.abspath(src))
+
+
 def jobs_for(kind: str, inputs: list[str], out_dir: str, records_per_shard: int = 1000,
              storage_options: dict | None = None, first_shard: int = 0, stage: str = STAGE, text_column: str = "text",
              url_column: str = "url") -> list[IngestJob]:
     """One job per input file, numbered by position."""
-    return [IngestJob(kind, i, src, out_dir, records_per_shard, storage_options, first_shard, stage, text_column,
-                      url_column) for i, src in enumerate(inputs)]
+    return [IngestJob(kind, i, absolute_input(src), out_dir, records_per_shard, storage_options, first_shard, stage,
+                      text_column, url_column) for i, src in enumerate(inputs)]
 
 
 def run_jobs(jobs: list[IngestJob], workers: int = 1, fs=None) -> dict[str, Any]:
@@ -248,7 +262,7 @@ def run_jobs(jobs: list[IngestJob], workers: int = 1, fs=None) -> dict[str, Any]
 def _check_marker(job: IngestJob, marker: dict, marker_path: str, first: int) -> None:
     """Refuse a file's marker that does not describe this job (another file at this
     position, another shard block, other options): reusing its shards would lose or duplicate rows."""
-    if marker.get("input_file") != job.src:
+    if not same_input(marker.get("input_file") or "", job.src):
         raise ValueError(f"{marker_path} records {marker.get('input_file')} at input position {job.index}, this "
                          f"run has {job.src} there: the inputs differ from what {job.out_dir} was ingested from; "
                          "use a new run dir")

@@ -356,3 +356,25 @@ def test_a_warc_download_cut_short_is_read_again_once_complete(tmp_path):
     assert whole["files_failed"] == 0 and whole["pages"] == 5
     urls = _kept_urls(out)
     assert sorted(urls) == [f"https://e.example/{i}" for i in range(5)]
+
+
+def test_one_file_spelled_relative_or_absolute_is_one_input_with_one_set_of_ids(tmp_path, monkeypatch):
+    # `ingest-docs docs.jsonl` then a config naming the same file (configs resolve to absolute
+    # paths) was refused as "the input files differ", and the two spellings gave other ids.
+    monkeypatch.chdir(tmp_path)
+    _jsonl(tmp_path / "docs.jsonl", 3)
+    out = str(tmp_path / "out")
+    first = _ingest(["docs.jsonl"], out)
+    assert first["docs"] == 3
+    layout = json.loads((_state(out) / "layout.json").read_text())
+    assert layout["inputs"] == [str(tmp_path / "docs.jsonl")]
+    for spelling in (str(tmp_path / "docs.jsonl"), "./docs.jsonl"):
+        assert _ingest([spelling], out)["files_skipped"] == 1
+    other = str(tmp_path / "other")
+    _ingest([str(tmp_path / "docs.jsonl")], other)
+    ids = lambda d: read_stage(shards.filesystem(d), d).column("id").to_pylist()  # noqa: E731
+    assert ids(out) == ids(other)
+    # A folder whose layout and marker an earlier version wrote with the relative spelling is the same input.
+    for f in (_state(out) / "layout.json", _state(out) / "docs-00000.json"):
+        f.write_text(f.read_text().replace(str(tmp_path / "docs.jsonl"), "docs.jsonl"))
+    assert _ingest([str(tmp_path / "docs.jsonl")], out)["files_skipped"] == 1
