@@ -184,6 +184,19 @@ def source_jobs(ref: ConfigRef, run_dir: str) -> list:
     return jobs
 
 
+def check_source_state(cfg: PipelineConfig) -> None:
+    """Refuse now (ValueError) a source folder whose ingest state this config contradicts (other
+    records per shard, reader options or input list), before any flow starts: found inside the
+    crawl flow, the one-line error came after two Prefect tracebacks. A new folder needs no check."""
+    from pipeline_lib.crawl.ingest import _layout_path, prepare
+
+    out = source_dir(cfg, cfg.run_dir)
+    fs = fs_for(cfg, out)
+    if cfg.source.kind == "crawl" or not shards.exists(fs, _layout_path(out)):
+        return
+    prepare(source_jobs(ConfigRef.of(cfg), cfg.run_dir), fs, write=False)
+
+
 def ingest_source_file(job) -> dict[str, Any]:
     """One source file into its shards (skipped when already done); runs in a worker process."""
     from pipeline_lib.crawl.ingest import run_job

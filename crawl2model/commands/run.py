@@ -23,6 +23,9 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, run_overrides(args.partition, args.data_root))
     if args.run_dir:
         cfg = cfg.with_run_dir(args.run_dir)
+    from pipeline_lib.pipeline import check_source_state
+
+    check_source_state(cfg)  # a run dir this config contradicts is refused here, in one line
     print(f"crawl2model: running {args.config} (partition {cfg.run.partition})", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     from pipeline_lib import workers

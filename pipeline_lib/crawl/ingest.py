@@ -61,8 +61,9 @@ def _reader_options(job: "IngestJob") -> dict[str, str]:
     return {"text_column": job.text_column, "url_column": job.url_column} if job.kind == "docs" else {}
 
 
-def prepare(jobs: list["IngestJob"], fs=None) -> None:
+def prepare(jobs: list["IngestJob"], fs=None, write: bool = True) -> None:
     """Check the jobs against the folder's ingest state and record them; call once before any job runs.
+    ``write=False`` checks only (``crawl2model run`` refuses a contradicting folder before Prefect starts).
 
     Refuses (ValueError) a folder ingested with another shard numbering, another records per shard
     or other reader options, and an input list that is not the recorded one or the recorded one
@@ -98,7 +99,8 @@ def prepare(jobs: list["IngestJob"], fs=None) -> None:
                                     for p in fs.ls(state, detail=False)):
             raise ValueError(f"{out_dir} was ingested by an older crawl2model that numbered shards across files; "
                              "finish it with the version that started it, or ingest into a new folder")
-        shards.write_bytes_atomic(fs, path, json.dumps(want, sort_keys=True).encode())
+        if write:
+            shards.write_bytes_atomic(fs, path, json.dumps(want, sort_keys=True).encode())
         return
     found = json.loads(shards.read_bytes(fs, path))
     if found.get("file_shard_stride") != FILE_SHARD_STRIDE:
@@ -129,7 +131,7 @@ def prepare(jobs: list["IngestJob"], fs=None) -> None:
         raise ValueError(f"{out_dir}: the input files differ from what this run dir was ingested from ({what}); "
                          "new files may only be appended at the end, and only a file that never finished "
                          "replaced. Use a new run dir")
-    if found != want:  # fields an earlier layout file lacked, or appended files
+    if found != want and write:  # fields an earlier layout file lacked, or appended files
         shards.write_bytes_atomic(fs, path, json.dumps(want, sort_keys=True).encode())
 
 

@@ -205,3 +205,31 @@ def test_a_run_with_an_input_file_failed_as_a_whole_names_it_and_exits_1(tmp_pat
     assert last[0].startswith("error: 1 of 2 input files failed as a whole"), proc.stderr[-3000:]
     assert last[1].strip().startswith(f"{no_text}: docs_no_text_column"), last
     assert re.search(r"07_tokens +\d+ +4 ", proc.stdout), proc.stdout  # every stage ran on what could be read
+
+
+def test_a_run_dir_the_config_contradicts_is_refused_in_one_line_before_prefect_starts(tmp_path):
+    # Found inside the crawl flow, the refusal came after ~65 lines and two Prefect tracebacks.
+    from pipeline_lib import pipeline
+    from pipeline_lib.config import load_config
+
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": f"doc {i}", "url": f"u{i}"}) + "\n"
+                                                 for i in range(3)))
+    config = {"run": {"name": "r", "partition": "p", "data_root": str(tmp_path / "runs"), "workers": 1,
+                      "task_runner": "thread"},
+              "source": {"kind": "docs", "docs_paths": ["docs.jsonl"], "records_per_shard": 10}}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(config))
+    cfg = load_config(tmp_path / "a.yaml")
+    pipeline.prepare_run(cfg)
+    pipeline.run_source(pipeline.ConfigRef.of(cfg), cfg.run_dir)
+    layout = next((tmp_path / "runs").rglob("layout.json"))
+    before = layout.read_text()
+    pipeline.check_source_state(cfg)  # the same config: nothing to refuse
+
+    config["source"]["records_per_shard"] = 20
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(config))
+    proc = run_cli(["run", "--config", str(tmp_path / "b.yaml")], tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {cfg.run_dir}/02_extract was ingested with records_per_shard 10, this run asks for 20; "
+        "rerun with 10 or ingest into a new run dir"], proc.stderr
+    assert not (tmp_path / "prefect-home").exists() and layout.read_text() == before
