@@ -27,6 +27,7 @@ import codecs
 import gzip
 import io
 import json
+import logging
 import re
 import struct
 import zlib
@@ -50,6 +51,10 @@ from pipeline_lib.crawl.ingest import jobs_for, run_jobs
 from pipeline_lib.schema import PAGE_REJECT_SCHEMA, PAGE_SCHEMA, doc_id
 MAX_PAYLOAD_BYTES = 10_000_000
 CC_BASES = {"s3": "s3://commoncrawl/", "default": "https://data.commoncrawl.org/"}
+# warcio logs a warning per record whose target URI holds spaces (it repairs them): on a broken
+# file, one per line of stderr and of the run's log. The record itself is judged here.
+logging.getLogger("warcio.recordloader").setLevel(logging.ERROR)
+
 GZIP_MAGIC = b"\x1f\x8b\x08"
 LZ4_MAGIC = b"\x04\x22\x4d\x18"
 MAX_RESYNCS = 10_000
@@ -182,6 +187,13 @@ class _Source:
             head = f.read(4096)
             f.seek(0)
             self.is_arc = _starts_like_arc(head)
+            opening = _opening(head)
+            if opening is not None and opening.strip() and not opening.lstrip().startswith((b"WARC/", b"filedesc://")):
+                # A text file or a page, not a WARC: warcio would read its lines as ARC headers and
+                # make dozens of bad records of it, and the file would count as read.
+                yield self._reject(self.path, "warc_unreadable", "not a WARC or ARC file: it starts with "
+                                   f"{opening.lstrip()[:40]!r}, not WARC/ or filedesc://")
+                return
             if head[:4] == LZ4_MAGIC:
                 try:
                     import lz4.frame
@@ -200,6 +212,7 @@ class _Source:
             # no_record_parse: HTTP headers are parsed (by warcio's own parser) only for the records
             # that can become pages, not for every request and metadata record.
             it = ArchiveIterator(stream, arc2warc=True, no_record_parse=True)
+            it.INC_RECORD = ""  # warcio's stderr note on a bad Content-Length: that record is a warc_bad_length row
             it.reader = _RecordReader(it.fh)  # before the first record: iteration is lazy
             it.loader.arc_parser = _MarkingArcParser()
             self._loader = it.loader
@@ -469,6 +482,21 @@ _ASCII_COMPATIBLE = frozenset(codecs.lookup(name).name for name in (
     "koi8_r", "koi8_u", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4", "iso8859_5", "iso8859_6",
     "iso8859_7", "iso8859_8", "iso8859_9", "iso8859_10", "iso8859_13", "iso8859_14", "iso8859_15",
     "iso8859_16", "mac_roman", "ascii", "shift_jis", "euc_jis_2004", "shift_jis_2004", "cp866"))
+
+
+def _opening(head: bytes) -> bytes | None:
+    """The first bytes of the file's content (gzip and lz4 undone); None when they cannot be had
+    here (damaged compression, lz4 not installed): the reader then says what is wrong."""
+    try:
+        if head[:3] == GZIP_MAGIC:
+            return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 256)
+        if head[:4] == LZ4_MAGIC:
+            import lz4.frame
+
+            return lz4.frame.LZ4FrameDecompressor().decompress(head, 256)
+    except Exception:
+        return None
+    return head[:256]
 
 
 def _starts_like_arc(head: bytes) -> bool:

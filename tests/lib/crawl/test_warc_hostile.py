@@ -120,6 +120,31 @@ def test_a_bad_content_length_is_one_reject_for_its_record(tmp_path, gzipped, le
     assert [r["url"] for r in kept] == ["http://a/1"] and [r["reject_reason"] for r in rejected] == ["warc_bad_length"]
 
 
+@pytest.mark.parametrize("name", ["LICENSE.warcio", "page.html.gz", "notes.warc"])
+def test_a_file_that_is_no_warc_fails_as_a_whole_quietly(tmp_path, name, capfd, shared_data):
+    # warcio read a licence text's lines as ARC headers: 63 warc_bad_length rows, one "page", a
+    # stderr warning per line, and the file recorded as read.
+    text = (shared_data / "warc" / "warcio" / "LICENSE.warcio").read_bytes()
+    data = gzip.compress(b"<html><body>hello</body></html>") if name.endswith(".gz") else text
+    path = tmp_path / name
+    path.write_bytes(data)
+    summary, kept, rejected = _ingest(tmp_path, str(path))
+    assert kept == [] and summary["files_failed"] == 1
+    assert [r["reject_reason"] for r in rejected] == ["warc_unreadable"]
+    assert "not a WARC or ARC file" in rejected[0]["detail"]
+    assert "WARNING" not in capfd.readouterr().err
+
+
+def test_warcios_notes_on_bad_records_stay_off_stderr(tmp_path, capfd):
+    path = _write(tmp_path / "l.warc", [_record("http://a/1", length=b"abc"), _record("http://a/2")]
+                  + [b"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: http://a/with space\r\n"
+                     b"Content-Type: application/http; msgtype=response\r\nContent-Length: 4\r\n\r\nxxxx\r\n\r\n"])
+    summary, kept, rejected = _ingest(tmp_path, path)
+    assert "warc_bad_length" in summary["reasons"]
+    err = capfd.readouterr().err
+    assert "Record not followed by newline" not in err and "Replacing spaces" not in err
+
+
 # A metadata record whose Content-Length runs 25 bytes into the next record: warcio then fails on
 # the rest of that record's head, which is lost (one warc_corrupt_record) and resynced past.
 EATS_NEXT = b"WARC/1.0\r\nWARC-Type: metadata\r\nContent-Length: 30\r\n\r\nshort"
