@@ -10,7 +10,11 @@ line), so one bad record does not lose the rest of the file. A file compressed a
 Content-Length is no number, or is missing in an uncompressed file (where warcio would read the
 records after it as its body), is one reject (``warc_bad_length``, not also the resync it causes); one
 whose HTTP status is outside 100..999 (``bad_status``) is rejected; a WARC-Date that is no date, or
-falls outside years 1..9999 in UTC, becomes null.
+falls outside years 1..9999 in UTC, becomes null. Data that ends inside a record is
+``warc_truncated`` (the file was cut short, a file failure read again by the next run) unless the
+record's gzip member ended whole: then the writer wrote a short record (``warc_short_record``)
+and the file still counts as read. A file that opens with neither ``WARC/`` nor ``filedesc://``
+is no WARC (``warc_unreadable``).
 
 Speed (bench/crawl.py, warc section): warcio iterates with ``no_record_parse`` and only response
 records get their HTTP head split off (``http_head``, warcio's rules on bytes in memory); pages go
@@ -169,6 +173,7 @@ class _Source:
         self._arc_keys: Counter[str] = Counter()
         self._bad_length_at: int | None = None  # offset of the last record, when its Content-Length was bad
         self._gzipped = False
+        self._reader = None  # the reader under the current ArchiveIterator
         self._unbounded = False  # the last record had no Content-Length in a file without gzip members
 
     def _reject(self, url: str, reason: str, detail: str = "", status: int | None = None,
@@ -213,7 +218,7 @@ class _Source:
             # that can become pages, not for every request and metadata record.
             it = ArchiveIterator(stream, arc2warc=True, no_record_parse=True)
             it.INC_RECORD = ""  # warcio's stderr note on a bad Content-Length: that record is a warc_bad_length row
-            it.reader = _RecordReader(it.fh)  # before the first record: iteration is lazy
+            it.reader = self._reader = _RecordReader(it.fh)  # before the first record: iteration is lazy
             it.loader.arc_parser = _MarkingArcParser()
             self._loader = it.loader
             # warcio's offsets start at the stream's tell() (the resync point) when it has one, else
@@ -269,7 +274,7 @@ class _Source:
 
     def _record(self, record, offset: int) -> tuple[str, dict] | None:
         rec_type = record.rec_type
-        self.counters[f"warc.records_{rec_type}"] += 1
+        self.counters[f"warc.records_{rec_type or 'untyped'}"] += 1
         self._bad_length_at = None
         # Every WARC record has a Content-Length; in a file without gzip members nothing else bounds
         # its block, and warcio would read the records after it as its body (see _iterate).
@@ -368,9 +373,13 @@ class _Source:
         declared = headers.get("content-length", "")
         payload_complete = declared.isdigit() and "content-encoding" not in headers and len(body) >= int(declared)
         if not payload_complete and getattr(record.raw_stream, "limit", 0) > 0 and not record.raw_stream.read(1):
-            # The file ended before the record's Content-Length: half a page is not a page.
-            return self._reject(url, "warc_truncated", f"{record.raw_stream.limit} bytes missing",
-                                status, fetched_at, record_id)
+            # The data ended before the record's Content-Length: half a page is not a page. When the
+            # record's gzip member ended whole, the file is not cut short (a download would stop
+            # inside a member): the writer wrote a short record, and reading again will not mend it.
+            decompressor = getattr(self._reader, "decompressor", None)
+            whole_member = self._gzipped and decompressor is not None and decompressor.eof
+            return self._reject(url, "warc_short_record" if whole_member else "warc_truncated",
+                                f"{record.raw_stream.limit} bytes missing", status, fetched_at, record_id)
         if not body.strip():
             return self._reject(url, "empty_body", "", status, fetched_at, record_id)
         if looks_binary(body):

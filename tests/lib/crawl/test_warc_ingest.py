@@ -99,6 +99,18 @@ def test_broken_files_give_reasons_not_crashes(warc_dir, tmp_path, name, reason)
     assert reason in {r["reject_reason"] for r in rejected}
 
 
+def test_a_short_record_in_a_whole_gzip_member_is_not_a_cut_file(warc_dir, tmp_path):
+    # example-wrong-chunks.warc.gz: every gzip member ends whole, one record is shorter than its
+    # Content-Length. It was warc_truncated, a file failure: read again, and failed, on every run.
+    summary, _, rejected = _ingest_one(str(warc_dir / "warcio" / "example-wrong-chunks.warc.gz"), tmp_path)
+    assert "warc_short_record" in {r["reject_reason"] for r in rejected}
+    assert summary["files_failed"] == 0 and "warc_truncated" not in summary["reasons"]
+    assert "warc.records_None" not in summary["counters"] and summary["counters"]["warc.records_untyped"] == 1
+    # clipped.warc.gz stops inside a member (a partial download): cut short, read again next time.
+    summary, _, _ = _ingest_one(str(warc_dir / "resiliparse" / "clipped.warc.gz"), tmp_path)
+    assert summary["files_failed"] == 1 and summary["reasons"] == {"warc_truncated": 1}
+
+
 def test_whole_file_gzip_is_read_not_refused(warc_dir, tmp_path):
     # warcio refuses a WARC gzipped as one stream; it is still a valid file, so we gunzip it.
     summary, kept, _ = _ingest_one(str(warc_dir / "warcio" / "example-bad-non-chunked.warc.gz"), tmp_path)
