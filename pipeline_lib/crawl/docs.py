@@ -8,7 +8,8 @@ A row without usable text, or a line that is not JSON, is a rejected row with a 
 Damaged input costs only what is damaged: a Parquet row group that cannot be read is one
 ``docs_row_group_corrupt`` reject that says how many rows it held (counter ``docs.rows_lost``) and
 the next row group is read (the file still counts as read; a JSONL file whose last line is
-unfinished is ``docs_corrupt``, cut short, and read again by the next run); a date that does not convert becomes null; a lone surrogate (JSON ``"\\ud83d"``)
+unfinished is ``docs_corrupt``, cut short, and read again by the next run); a date that does not convert becomes null (counter ``docs.dates_unconverted``; epoch numbers
+in seconds or milliseconds are dates); a lone surrogate (JSON ``"\\ud83d"``)
 or invalid UTF-8 in a text becomes U+FFFD (counter ``docs.invalid_unicode_repaired``). A ``.json``
 file that opens with ``[`` is one JSON array of documents (rejected as ``docs_too_large`` over
 MAX_JSON_ARRAY_BYTES); one whose first line is not a whole object may be one pretty-printed
@@ -62,9 +63,12 @@ def _as_datetime(value: Any) -> datetime | None:
             return value.astimezone(timezone.utc)
         except (OverflowError, ValueError):  # the UTC instant falls outside years 1..9999
             return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        if 1e11 <= abs(seconds) < 1e14:  # epoch milliseconds (JavaScript, Elasticsearch): as seconds, past year 5000
+            seconds /= 1000
         try:
-            return datetime.fromtimestamp(float(value), tz=timezone.utc)
+            return datetime.fromtimestamp(seconds, tz=timezone.utc)
         except (OverflowError, OSError, ValueError):
             return None
     return parse_warc_date(str(value))
@@ -104,7 +108,10 @@ def _column_values(column: pa.Array, counters: Counter) -> list:
     """
     if pa.types.is_timestamp(column.type):
         unit = column.type.unit
-        return [_timestamp(v, unit) for v in column.cast(pa.int64()).to_pylist()]
+        ints = column.cast(pa.int64()).to_pylist()
+        values = [_timestamp(v, unit) for v in ints]
+        counters["docs.dates_unconverted"] += sum(1 for v, t in zip(ints, values) if v is not None and t is None)
+        return values
     try:
         return column.to_pylist()
     except Exception:
@@ -127,6 +134,8 @@ def _column_values(column: pa.Array, counters: Counter) -> list:
             values.append(column[i].as_py())
         except Exception:
             values.append(None)
+            if pa.types.is_temporal(column.type):
+                counters["docs.dates_unconverted"] += 1
     return values
 
 
@@ -217,7 +226,10 @@ class _DocReader:
             text, text_repaired = _valid_unicode(text)
         if url_repaired or text_repaired:
             counters["docs.invalid_unicode_repaired"] += 1
-        fetched_at = next((_as_datetime(record[c]) for c in DATE_COLUMNS if record.get(c) is not None), None)
+        dated = next((c for c in DATE_COLUMNS if record.get(c) is not None), None)
+        fetched_at = _as_datetime(record[dated]) if dated else None
+        if dated and fetched_at is None:
+            counters["docs.dates_unconverted"] += 1  # kept, with a null date
         row_id = doc_id("docs", src, str(index))
         if not isinstance(text, str) or not text.strip():
             reason = "missing_text" if text is None or isinstance(text, str) else "text_not_string"

@@ -95,6 +95,19 @@ def test_dates_that_do_not_convert_become_null_not_a_lost_file(tmp_path):
         "e": datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC),
         "f": datetime(2024, 1, 2, tzinfo=UTC), "g": None,
         "h": None, "i": None, "j": datetime(2024, 5, 6, 5, 8, 9, tzinfo=UTC)}
+    assert summary["counters"]["docs.dates_unconverted"] == 4  # d, g, h, i: kept with a null date, counted
+
+
+def test_epoch_numbers_in_seconds_or_milliseconds_are_dates(tmp_path):
+    lines = tmp_path / "epochs.jsonl"
+    lines.write_text("".join(json.dumps({"text": t, "timestamp": v}) + "\n" for t, v in [
+        ("s", 1_700_000_000), ("ms", 1_700_000_000_123), ("f", 1_700_000_000.5), ("flag", True)]))
+    summary, kept, _ = _ingest(tmp_path, [lines])
+    dates = {r["text"]: r["fetched_at"] for r in kept}
+    assert dates["s"] == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert dates["ms"] == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
+    assert dates["f"] == datetime(2023, 11, 14, 22, 13, 20, 500000, tzinfo=UTC)
+    assert dates["flag"] is None and summary["counters"]["docs.dates_unconverted"] == 1
 
 
 def test_lone_surrogates_and_invalid_utf8_are_repaired_not_a_crash(tmp_path):
