@@ -8,14 +8,13 @@ A row without usable text, or a line that is not JSON, is a rejected row with a 
 Damaged input costs only what is damaged: a Parquet row group that cannot be read is one
 ``docs_row_group_corrupt`` reject that says how many rows it held (counter ``docs.rows_lost``) and
 the next row group is read (the file still counts as read; a JSONL file whose last line is
-unfinished is ``docs_corrupt``, cut short, and read again by the next run); a date that does not convert becomes null (counter ``docs.dates_unconverted``; epoch numbers
-in seconds or milliseconds are dates); a lone surrogate (JSON ``"\\ud83d"``)
-or invalid UTF-8 in a text becomes U+FFFD (counter ``docs.invalid_unicode_repaired``). A ``.json``
-file that opens with ``[`` is one JSON array of documents (rejected as ``docs_too_large`` over
-MAX_JSON_ARRAY_BYTES); one whose first line is not a whole object may be one pretty-printed
-document; any other ``.json`` file is read as JSONL (C4 names its JSONL files ``.json.gz``). Any
-error while building one row rejects that row (``bad_row``).
-"""
+unfinished is ``docs_corrupt``, cut short, and read again by the next run); a date that does not
+convert becomes null (counter ``docs.dates_unconverted``; epoch numbers in seconds or milliseconds
+are dates); a lone surrogate (JSON ``"\\ud83d"``) or invalid UTF-8 in a text becomes U+FFFD (counter
+``docs.invalid_unicode_repaired``). A ``.json`` file that opens with ``[`` is one JSON array of
+documents (rejected as ``docs_too_large`` over MAX_JSON_ARRAY_BYTES); one whose first line is not a
+whole object may be one pretty-printed document; any other ``.json`` file is read as JSONL (C4 names
+its JSONL files ``.json.gz``). Any error while building one row rejects that row (``bad_row``)."""
 
 from __future__ import annotations
 
