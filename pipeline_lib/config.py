@@ -101,8 +101,9 @@ class SourceConfig(_Model):
         "crawl", description="crawl | warc | crawl+warc (both into 00_crawl) | docs (cleaned documents, from 03_langid on).")
     warc_paths: list[str] = Field(default_factory=list, description="WARC files, URLs or s3:// paths, or Common Crawl "
                                       "warc.paths(.gz) listings with an optional #START:END segment range "
-                                      "(for kind warc and crawl+warc).")
-    docs_paths: list[str] = Field(default_factory=list, description="Cleaned-document files (for kind docs).")
+                                      "(for kind warc and crawl+warc); {partition} becomes the run's partition.")
+    docs_paths: list[str] = Field(default_factory=list, description="Cleaned-document files (for kind docs); "
+                                      "{partition} becomes the run's partition.")
     text_column: str = Field("text", description="Column holding the document text (kind docs).")
     url_column: str = Field("url", description="Column holding the document URL (kind docs).")
     records_per_shard: int = Field(1000, ge=1, description="Documents per shard written by WARC / docs ingest.")
@@ -408,6 +409,15 @@ class PipelineConfig(_Model):
                 ("source", "warc_paths"), ("source", "docs_paths"), ("dedup", "index_url"),
                 ("tokenize", "tokenizer_dir")]
 
+    def _templated(self, section: str, key: str, p: str) -> str:
+        """A source path with ``{partition}`` filled in: one config backfills many partitions, each
+        from its own files (``s3://corpus/{partition}/*.jsonl.gz`` -> ``s3://corpus/2026-11-27/...``)."""
+        return p.replace("{partition}", self.run.partition) if section == "source" else p
+
+    def source_paths(self, key: str) -> list[str]:
+        """``source.warc_paths`` or ``source.docs_paths``, partition filled in, resolved."""
+        return [self.resolve_path(self._templated("source", key, p)) for p in getattr(self.source, key)]
+
     def missing_files(self) -> list[str]:
         """Local input files and folders the config names (and will use) that do not exist, as 'key: path' lines."""
         used = {("source", "warc_paths"): "warc" in self.source.kind,
@@ -420,7 +430,7 @@ class PipelineConfig(_Model):
                 continue
             value = getattr(getattr(self, section), key)
             if isinstance(value, list):
-                named += [(f"{section}.{key}[{i}]", p) for i, p in enumerate(value)]
+                named += [(f"{section}.{key}[{i}]", self._templated(section, key, p)) for i, p in enumerate(value)]
             elif value:
                 named.append((f"{section}.{key}", value))
         missing = []
@@ -437,8 +447,8 @@ class PipelineConfig(_Model):
         for section, key in self._input_paths():
             part = getattr(cfg, section)
             value = getattr(part, key)
-            if isinstance(value, list):
-                setattr(part, key, [self.resolve_path(p) for p in value])
+            if isinstance(value, list):  # a run dir records the files it read: the partition filled in
+                setattr(part, key, [self.resolve_path(self._templated(section, key, p)) for p in value])
             elif value and not value.startswith("redis://"):
                 setattr(part, key, self.resolve_path(value))
         cfg.run.data_root = self.run_dir[: -len(f"/{self.run.name}/{self.run.partition}")] or "/"

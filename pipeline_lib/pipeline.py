@@ -163,25 +163,32 @@ def source_jobs(ref: ConfigRef, run_dir: str) -> list:
     list is checked against (and recorded in) the source folder's ingest state before it is
     returned (``ingest.prepare``): a changed input list or reader option is refused here.
     """
-    from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD, jobs_for, prepare
-    from pipeline_lib.crawl.warc import expand_inputs
+    from pipeline_lib.crawl.ingest import prepare
 
     cfg = ref.load()
     out = source_dir(cfg, run_dir)
-    src, options = cfg.source, cfg.run.storage_options
-    if src.kind == "docs":
-        jobs = jobs_for("docs", [cfg.resolve_path(p) for p in src.docs_paths], out, src.records_per_shard, options,
-                        0, out.rstrip("/").rsplit("/", 1)[-1], src.text_column, src.url_column)
-    elif "warc" in src.kind:
-        jobs = jobs_for("warc", expand_inputs([cfg.resolve_path(p) for p in src.warc_paths], options), out,
-                        src.records_per_shard, options, WARC_FIRST_SHARD if src.kind == "crawl+warc" else 0)
-    else:
+    jobs = _source_job_list(cfg, out)
+    if not jobs:
         return []
     fs = fs_for(cfg, out)
     # Leftovers of killed writes go now, before any job (or, with crawl+warc, the crawl) writes here.
     shards.remove_temp_files(fs, out)
     prepare(jobs, fs)
     return jobs
+
+
+def _source_job_list(cfg: PipelineConfig, out: str) -> list:
+    from pipeline_lib.crawl.ingest import WARC_FIRST_SHARD, jobs_for
+    from pipeline_lib.crawl.warc import expand_inputs
+
+    src, options = cfg.source, cfg.run.storage_options
+    if src.kind == "docs":
+        return jobs_for("docs", cfg.source_paths("docs_paths"), out, src.records_per_shard, options, 0,
+                        out.rstrip("/").rsplit("/", 1)[-1], src.text_column, src.url_column)
+    if "warc" in src.kind:
+        return jobs_for("warc", expand_inputs(cfg.source_paths("warc_paths"), options), out, src.records_per_shard,
+                        options, WARC_FIRST_SHARD if src.kind == "crawl+warc" else 0)
+    return []
 
 
 def check_source_state(cfg: PipelineConfig) -> None:
@@ -194,7 +201,7 @@ def check_source_state(cfg: PipelineConfig) -> None:
     fs = fs_for(cfg, out)
     if cfg.source.kind == "crawl" or not shards.exists(fs, _layout_path(out)):
         return
-    prepare(source_jobs(ConfigRef.of(cfg), cfg.run_dir), fs, write=False)
+    prepare(_source_job_list(cfg, out), fs, write=False)
 
 
 def ingest_source_file(job) -> dict[str, Any]:

@@ -155,3 +155,31 @@ def test_the_presets_the_config_accepts_are_the_models_presets():
     from pipeline_lib.model.gpt import PRESETS
 
     assert tuple(PRESETS) == MODEL_PRESETS
+
+
+def load_config_text(tmp_path: Path, data: dict, overrides: dict) -> PipelineConfig:
+    import yaml
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path, overrides)
+
+
+def test_source_paths_take_the_partition(tmp_path):
+    # One config backfills many partitions, each from its own files; before, every partition of a
+    # backfill ingested the same files.
+    from pipeline_lib import pipeline
+
+    for day in ("2026-11-27", "2026-11-28"):
+        (tmp_path / day).mkdir()
+        (tmp_path / day / "docs.jsonl").write_text('{"text": "x"}\n')
+    data = {"run": {"data_root": str(tmp_path / "runs")},
+            "source": {"kind": "docs", "docs_paths": ["{partition}/docs.jsonl", "s3://corpus/{partition}/*.gz"]}}
+    for day in ("2026-11-27", "2026-11-28"):
+        cfg = load_config_text(tmp_path, data, {"run": {"partition": day}})
+        assert cfg.source_paths("docs_paths") == [str(tmp_path / day / "docs.jsonl"), f"s3://corpus/{day}/*.gz"]
+        assert cfg.resolved().source.docs_paths == cfg.source_paths("docs_paths")  # the run dir records the files
+        jobs = pipeline._source_job_list(cfg, pipeline.source_dir(cfg, cfg.run_dir))
+        assert [j.src for j in jobs] == cfg.source_paths("docs_paths")
+    with pytest.raises(ConfigError, match=r"source.docs_paths\[0\]: .*2026-11-29/docs.jsonl does not exist"):
+        load_config_text(tmp_path, data, {"run": {"partition": "2026-11-29"}})
