@@ -411,7 +411,7 @@ class PipelineConfig(_Model):
 
     def _templated(self, section: str, key: str, p: str) -> str:
         """A source path with ``{partition}`` filled in: one config backfills many partitions, each
-        from its own files (``s3://corpus/{partition}/*.jsonl.gz`` -> ``s3://corpus/2026-11-27/...``)."""
+        from its own files (``s3://corpus/{partition}/docs.jsonl.gz`` -> ``s3://corpus/2026-11-27/docs.jsonl.gz``)."""
         return p.replace("{partition}", self.run.partition) if section == "source" else p
 
     def source_paths(self, key: str) -> list[str]:

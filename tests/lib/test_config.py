@@ -174,10 +174,10 @@ def test_source_paths_take_the_partition(tmp_path):
         (tmp_path / day).mkdir()
         (tmp_path / day / "docs.jsonl").write_text('{"text": "x"}\n')
     data = {"run": {"data_root": str(tmp_path / "runs")},
-            "source": {"kind": "docs", "docs_paths": ["{partition}/docs.jsonl", "s3://corpus/{partition}/*.gz"]}}
+            "source": {"kind": "docs", "docs_paths": ["{partition}/docs.jsonl", "s3://corpus/{partition}/docs.jsonl.gz"]}}
     for day in ("2026-11-27", "2026-11-28"):
         cfg = load_config_text(tmp_path, data, {"run": {"partition": day}})
-        assert cfg.source_paths("docs_paths") == [str(tmp_path / day / "docs.jsonl"), f"s3://corpus/{day}/*.gz"]
+        assert cfg.source_paths("docs_paths") == [str(tmp_path / day / "docs.jsonl"), f"s3://corpus/{day}/docs.jsonl.gz"]
         assert cfg.resolved().source.docs_paths == cfg.source_paths("docs_paths")  # the run dir records the files
         jobs = pipeline._source_job_list(cfg, pipeline.source_dir(cfg, cfg.run_dir))
         assert [j.src for j in jobs] == cfg.source_paths("docs_paths")
