@@ -47,7 +47,8 @@ class QualityChain:
 class QualityStage(Stage):
     name = "quality"
     section = "quality"
-    version = 2  # 2: tokens keep spaCy's abbreviations and combining vowel signs whole
+    version = 3  # 2: tokens keep spaCy's abbreviations and combining vowel signs whole
+    # 3: datatrove's words (its symbol set), letters (isalpha) and sentence terminals (Unicode's)
 
     def __init__(self, cfg: PipelineConfig):
         super().__init__(cfg)

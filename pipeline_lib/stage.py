@@ -95,8 +95,8 @@ class Stage(ABC):
         h = self.cfg.section_hash(self.section)
         files = self.input_files(self.cfg)
         if files:  # none by default: a config without such files keeps the hash it always had
-            # Taken once per instance, next to when it loaded them (build_stage makes a new
-            # instance when a file changes), so the hash describes the lists this instance uses.
+            # Taken once per instance, when build_stage made it (a new instance when a file
+            # changes), so the hash describes the lists this instance loaded.
             if getattr(self, "_files_digest", None) is None:
                 self._files_digest = "".join(f":{file_digest(f)}" for f in files)
             h = hashlib.sha256((h + self._files_digest).encode()).hexdigest()[:16]
@@ -151,7 +151,9 @@ def file_digest(path: str) -> str:
 
 @lru_cache(maxsize=16)
 def _cached_stage(key: str, cfg_json: str, base_dir: str, files: tuple) -> Stage:
-    return stage_class(key)(PipelineConfig.from_json(cfg_json, base_dir))
+    stage = stage_class(key)(PipelineConfig.from_json(cfg_json, base_dir))
+    stage.config_hash()  # the files' digest taken now, right after the stage loaded them
+    return stage
 
 
 def build_stage(key: str, cfg: PipelineConfig) -> Stage:

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import zlib
 from collections import Counter
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
@@ -136,6 +136,14 @@ def _column_values(column: pa.Array, counters: Counter) -> list:
             if pa.types.is_temporal(column.type):
                 counters["docs.dates_unconverted"] += 1
     return values
+
+
+def _ends_unfinished(e: Exception) -> bool:
+    """Whether a JSON error is the text running out (a string or object left open at the end), as
+    in a line cut off by a partial download; a malformed but finished line (a trailing comma) is not."""
+    if not isinstance(e, json.JSONDecodeError):
+        return False
+    return e.msg.startswith("Unterminated string") or e.pos >= len(e.doc.rstrip())
 
 
 def _complete_json_line(start: bytes) -> bool:
@@ -265,7 +273,7 @@ class _DocReader:
                 yield self._reject(src, "docs_unknown_format", "expected .parquet, .jsonl, .json or their .gz forms")
 
     def _parquet(self, src: str, f, counters: Counter) -> Iterator[tuple[str, dict]]:
-        with tempfile.TemporaryFile() as spool:
+        with ExitStack() as stack:
             try:
                 try:
                     pf = pq.ParquetFile(f)
@@ -274,6 +282,7 @@ class _DocReader:
                         raise
                     # An http(s) server without Range support (python -m http.server): Parquet reads
                     # its footer first, so the file is streamed once into a local temporary file.
+                    spool = stack.enter_context(tempfile.TemporaryFile())
                     with fsspec.open(src, "rb", **{**self.storage_options, "block_size": 0}) as whole:
                         shutil.copyfileobj(whole, spool, 1 << 20)
                     spool.seek(0)
@@ -312,7 +321,12 @@ class _DocReader:
                 # good and the file is still read to the end (no file failure, so it is not read
                 # again forever). A connection or storage error is no damage: the file failed and
                 # the next run reads it again.
-                transient = isinstance(e, (ConnectionError, TimeoutError)) or shards.is_storage_error(e)
+                # s3fs raises throttling and 5xx as a builtin OSError with an errno, the botocore
+                # error as its cause; damage Arrow finds is an OSError without one.
+                cause = e.__cause__ or e.__context__
+                transient = (isinstance(e, (ConnectionError, TimeoutError)) or shards.is_storage_error(e)
+                             or (cause is not None and shards.is_storage_error(cause))
+                             or (isinstance(e, OSError) and e.errno is not None))
                 reason = "docs_unreadable" if transient else "docs_row_group_corrupt"
                 yield self._reject(src, reason, f"row group {group}: {lost} of {group_rows} rows lost: "
                                    f"{type(e).__name__}: {e}", part=f"row_group={group}")
@@ -409,7 +423,7 @@ class _DocReader:
                 try:
                     record = json.loads(line)
                 except (ValueError, RecursionError) as e:  # also too deep nesting, integers over 4300 digits
-                    if not line.endswith(b"\n"):
+                    if not line.endswith(b"\n") and _ends_unfinished(e):
                         # The last line, unfinished: a file cut short (a partial download), as a
                         # truncated gzip is; not one bad row of a file then recorded as read.
                         yield from pending or ()

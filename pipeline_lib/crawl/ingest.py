@@ -160,7 +160,7 @@ def _write_shard(fs, out_dir: str, stage: str, index: int, kept: list[dict], rej
     kt = _table(kept, schemas[0])
     rt = _table(rejected, schemas[1])
     existing = shards.load_manifest(fs, out_dir, name)
-    if existing and existing.get("input_file") == src and existing.get("input_chunk") == chunk and \
+    if existing and same_input(existing.get("input_file") or "", src) and existing.get("input_chunk") == chunk and \
             _holds(existing, kt, rt):
         return False  # written by an earlier, interrupted run
     write_result(fs, out_dir, name, stage, kt.num_rows + rt.num_rows, StageResult(kt, rt), kind, [],
@@ -229,16 +229,17 @@ def _reader_and_schemas(job: IngestJob) -> tuple[Reader, tuple[pa.Schema, pa.Sch
 
 
 def absolute_input(src: str) -> str:
-    """A local input as an absolute path (URLs as given): ``in/x.warc.gz``, ``./in/x.warc.gz`` and
-    the absolute path a config resolves to are one file, with one set of document ids."""
-    return src if "://" in src else os.path.abspath(src)
+    """A local input as an absolute path, symlinks followed as a config's paths are (URLs as given):
+    ``in/x.warc.gz``, ``./in/x.warc.gz`` and the path a config resolves to are one file, with one
+    set of document ids."""
+    return src if "://" in src else os.path.realpath(src)
 
 
 def same_input(recorded: str, src: str) -> bool:
     """Whether a recorded input (a layout or marker written before inputs were made absolute may
     hold a relative path, taken against the working directory) is this run's ``src``."""
     return recorded == src or ("://" not in recorded and "://" not in src
-                               and os.path.abspath(recorded) == os.path.abspath(src))
+                               and os.path.realpath(recorded) == os.path.realpath(src))
 
 
 def jobs_for(kind: str, inputs: list[str], out_dir: str, records_per_shard: int = 1000,
@@ -329,7 +330,7 @@ def run_job(job: IngestJob, fs=None) -> dict[str, Any]:
     failed = min(FILE_FAILURES & set(file_reasons), default=None)
     if kept or rejected:
         existing = shards.load_manifest(fs, out_dir, shards.shard_name(first + chunk)) if failed else None
-        if existing and existing.get("input_file") == src and existing.get("input_chunk") == chunk and \
+        if existing and same_input(existing.get("input_file") or "", src) and existing.get("input_chunk") == chunk and \
                 existing.get("counters", {}).get("rows_in", 0) > len(kept) + len(rejected):
             chunk += 1  # a read cut short does not replace a fuller read of this chunk by a shorter one
         else:

@@ -193,11 +193,13 @@ class _Source:
             f.seek(0)
             self.is_arc = _starts_like_arc(head)
             opening = _opening(head)
-            if opening is not None and opening.strip() and not opening.lstrip().startswith((b"WARC/", b"filedesc://")):
+            start = (opening or b"").lstrip()
+            if opening is not None and start and not any(start.startswith(m) or m.startswith(start)
+                                                         for m in (b"WARC/", b"filedesc://")):
                 # A text file or a page, not a WARC: warcio would read its lines as ARC headers and
                 # make dozens of bad records of it, and the file would count as read.
                 yield self._reject(self.path, "warc_unreadable", "not a WARC or ARC file: it starts with "
-                                   f"{opening.lstrip()[:40]!r}, not WARC/ or filedesc://")
+                                   f"{start[:40]!r}, not WARC/ or filedesc://")
                 return
             if head[:4] == LZ4_MAGIC:
                 try:

@@ -5,8 +5,10 @@ no row is counted twice."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import io
 import json
 import zlib
 from datetime import date, datetime, timezone
@@ -254,3 +256,55 @@ def test_a_jsonl_file_cut_inside_its_last_line_fails_and_is_read_again_once_whol
     path.write_text(whole.rstrip("\n"))
     summary, kept, _ = _ingest(tmp_path, [path], name="no-final-newline")
     assert [r["url"] for r in kept] == ["u0", "u1", "u2"] and summary["files_failed"] == 0
+
+
+class _Throttled(io.RawIOBase):
+    """A Parquet file whose middle cannot be read for now: s3fs raises throttling (SlowDown, 503)
+    as a builtin OSError with an errno, the botocore error as its cause."""
+
+    def __init__(self, data: bytes, bad: range):
+        self.data, self.bad = io.BytesIO(data), bad
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, *args):
+        return self.data.seek(*args)
+
+    def tell(self):
+        return self.data.tell()
+
+    def readinto(self, buf):
+        if self.data.tell() in self.bad:
+            e = OSError(errno.EBUSY, "SlowDown: please reduce your request rate")
+            e.__cause__ = RuntimeError("botocore ClientError")
+            raise e
+        chunk = self.data.read(len(buf))
+        buf[: len(chunk)] = chunk
+        return len(chunk)
+
+
+def test_a_row_group_that_cannot_be_read_for_now_fails_the_file_not_its_rows_for_good(tmp_path):
+    # Counted as damage, the rows were lost for good and the file recorded as read.
+    from collections import Counter
+
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": [f"document {i} " + "x" * 50 for i in range(600)]}), path,
+                   row_group_size=200, use_dictionary=False)
+    group = pq.ParquetFile(path).metadata.row_group(1).column(0)
+    reader = docs._DocReader("text", "url")
+    rows = list(reader._parquet("s3://bucket/t.parquet", _Throttled(path.read_bytes(), range(
+        group.data_page_offset, group.data_page_offset + group.total_compressed_size)), Counter()))
+    assert [r["reject_reason"] for kind, r in rows if kind == "rejected"] == ["docs_unreadable"]
+    assert sum(kind == "kept" for kind, _ in rows) == 400
+
+
+def test_a_finished_jsonl_file_whose_last_line_is_malformed_is_one_bad_row(tmp_path):
+    path = tmp_path / "export.jsonl"
+    path.write_text('{"url": "u1", "text": "one"}\n{"text": "last", "url": "u2",}')  # a trailing comma
+    summary, kept, rejected = _ingest(tmp_path, [path])
+    assert [r["url"] for r in kept] == ["u1"] and [r["reject_reason"] for r in rejected] == ["bad_json"]
+    assert summary["files_failed"] == 0

@@ -368,7 +368,8 @@ def test_one_file_spelled_relative_or_absolute_is_one_input_with_one_set_of_ids(
     assert first["docs"] == 3
     layout = json.loads((_state(out) / "layout.json").read_text())
     assert layout["inputs"] == [str(tmp_path / "docs.jsonl")]
-    for spelling in (str(tmp_path / "docs.jsonl"), "./docs.jsonl"):
+    (tmp_path / "link").symlink_to(tmp_path)  # a config's paths follow symlinks (Path.resolve)
+    for spelling in (str(tmp_path / "docs.jsonl"), "./docs.jsonl", "link/docs.jsonl"):
         assert _ingest([spelling], out)["files_skipped"] == 1
     other = str(tmp_path / "other")
     _ingest([str(tmp_path / "docs.jsonl")], other)
