@@ -152,7 +152,8 @@ def file_digest(path: str) -> str:
 @lru_cache(maxsize=16)
 def _cached_stage(key: str, cfg_json: str, base_dir: str, files: tuple) -> Stage:
     stage = stage_class(key)(PipelineConfig.from_json(cfg_json, base_dir))
-    stage.config_hash()  # the files' digest taken now, right after the stage loaded them
+    if files:
+        stage.config_hash()  # the files' digest taken now, right after the stage loaded them
     return stage
 
 
