@@ -127,9 +127,13 @@ class DirectoryIndex(DedupIndex):
         """Every other run's entries, read once per run key; sorted band keys built lazily."""
         if self._loaded is None or self._loaded[0] != run_key:
             mine = self.fs._strip_protocol(self._run_path(run_key))
-            paths = sorted(p for p in self.fs.glob(self.fs._strip_protocol(self.base) + "/*/*.parquet") if p != mine)
+            # A .tmp-* file is a run's write in flight or killed: never an entry (a killed write's
+            # leftover made a rerun drop its own documents, or every later run fail on its bytes).
+            paths = sorted(p for p in self.fs.glob(self.fs._strip_protocol(self.base) + "/*/*.parquet")
+                           if p != mine and not p.rsplit("/", 1)[-1].startswith(".tmp-"))
             tables = [pq.read_table(io.BytesIO(shards.read_bytes(self.fs, p))) for p in paths]
-            table = pa.concat_tables(tables) if tables else None
+            # Runs with dedup.near off wrote no band or signature columns: those rows hold nulls there.
+            table = pa.concat_tables(tables, promote_options="default") if tables else None
             self._loaded = (run_key, table)
             self._sorted: dict[str, Any] = {}
         return self._loaded[1]
@@ -140,9 +144,11 @@ class DirectoryIndex(DedupIndex):
         if table is None or table.num_rows == 0 or column not in table.column_names:
             return found
         if column not in self._sorted:
-            values = table.column(column).to_numpy()
+            col = table.column(column)
+            rows = np.flatnonzero(col.is_valid().to_numpy(zero_copy_only=False)) if col.null_count else None
+            values = (col if rows is None else col.take(pa.array(rows))).to_numpy()
             order = np.argsort(values, kind="stable")  # stable: equal keys resolve the same way every time
-            self._sorted[column] = (values[order], order)
+            self._sorted[column] = (values[order], order if rows is None else rows[order])
         values, order = self._sorted[column]
         at = np.searchsorted(values, keys)
         hit = at < len(values)
@@ -166,12 +172,16 @@ class DirectoryIndex(DedupIndex):
         rows = np.flatnonzero(pc.is_in(table.column("id"), value_set=wanted).to_numpy(zero_copy_only=False))
         found = table.take(pa.array(rows))
         exact = found.column("exact_hash").to_numpy()
-        sig = None
+        sig = valid = None
         if "signature" in found.column_names:
-            sig = found.column("signature").combine_chunks().flatten().to_numpy().reshape(found.num_rows, -1)
+            column = found.column("signature").combine_chunks()
+            valid = column.is_valid().to_numpy(zero_copy_only=False)
+            width = column.type.list_size  # the child values hold a slot for null rows too
+            sig = column.values.to_numpy(zero_copy_only=False)[column.offset * width:][:len(column) * width]
+            sig = sig.reshape(len(column), width)
         out = {}
         for i, doc in enumerate(found.column("id").to_pylist()):
-            out.setdefault(doc, (int(exact[i]), None if sig is None else sig[i]))
+            out.setdefault(doc, (int(exact[i]), sig[i] if sig is not None and valid[i] else None))
         return out
 
     def add(self, run_key, ids, exact, bands, sig):
@@ -265,7 +275,9 @@ class RedisIndex(DedupIndex):
             blob = int(exact[i]).to_bytes(8, "little") + (sig[i].astype("<u4").tobytes() if sig is not None else b"")
             pipe.hsetnx(f"{self.prefix}:doc", doc, blob)
             if i % self._BATCH == self._BATCH - 1:
+                self.renew()  # a large add outlasted the lock's TTL, and another run matched meanwhile
                 pipe.execute()
+        self.renew()
         pipe.execute()
 
     def close(self):

@@ -189,3 +189,51 @@ def test_a_lost_redis_lock_fails_the_step_before_it_writes(redis_url):
     finally:
         index.close()
         client.close()
+
+
+def test_a_killed_index_write_is_never_read_as_a_run(tmp_path):
+    # A kill between the temp write and the rename left .tmp-*.parquet beside the run's file: a
+    # rerun dropped its own documents as duplicates of themselves, and a cut-short copy made every
+    # later partition fail on its bytes.
+    url = str(tmp_path / "index")
+    _, kept, _ = run_partition(tmp_path, "day1", [("a1", A, 1), ("b1", B, 2)], url)
+    assert kept == {"a1", "b1"}
+    [done] = list((tmp_path / "index").rglob("day1.parquet"))
+    whole = done.parent / ".tmp-0123456789abcdef0123456789abcdef~999999~gone~day1.parquet"
+    whole.write_bytes(done.read_bytes())
+    (done.parent / ".tmp-fedcba9876543210fedcba9876543210~999998~gone~day9.parquet").write_bytes(done.read_bytes()[:100])
+    shutil.rmtree(tmp_path / "day1")
+    _, kept, rejected = run_partition(tmp_path, "day1", [("a1", A, 1), ("b1", B, 2)], url)
+    assert kept == {"a1", "b1"} and rejected == {}
+    _, kept, rejected = run_partition(tmp_path, "day2", [("b2", B, 3), ("c2", C, 4)], url)
+    assert kept == {"c2"} and rejected["b2"]["dup_kept_id"] == "b1"
+
+
+def test_runs_with_and_without_near_dedup_share_a_directory_index(tmp_path):
+    # A near: false run writes no band or signature columns; reading both kinds of file failed.
+    url = str(tmp_path / "index")
+    run_partition(tmp_path, "day1", [("a1", A, 1)], url, near=False)
+    run_partition(tmp_path, "day2", [("b2", B, 2)], url)
+    _, kept, rejected = run_partition(tmp_path, "day3", [("a3", A, 3), ("b3", lightly_edited(B, 1), 3),
+                                                         ("c3", C, 3)], url)
+    assert kept == {"c3"}
+    assert (rejected["a3"]["reject_reason"], rejected["a3"]["dup_kept_id"]) == ("exact_duplicate", "a1")
+    assert (rejected["b3"]["reject_reason"], rejected["b3"]["dup_kept_id"]) == ("near_duplicate", "b2")
+
+
+def test_a_large_redis_add_renews_the_lock_between_batches(redis_url, monkeypatch):
+    import numpy as np
+
+    from pipeline_lib.dedup.index import RedisIndex
+
+    monkeypatch.setattr(RedisIndex, "_BATCH", 10)
+    index = open_index(index_config("day1", redis_url))
+    renewals = []
+    monkeypatch.setattr(index, "renew", lambda: renewals.append(1))
+    try:
+        n = 35
+        index.add("crawl2model/day1", np.array([f"d{i}" for i in range(n)], dtype=object),
+                  np.arange(n, dtype=np.uint64), None, None)
+    finally:
+        index.close()
+    assert len(renewals) == 4  # after each of the 3 full batches, and before the last
