@@ -196,7 +196,8 @@ class DirectoryIndex(DedupIndex):
 
 
 class RedisIndex(DedupIndex):
-    """Redis hashes: <ns>:<params>:exact and :b<band> (key -> run\\x1fid), :doc (id -> hash+signature)."""
+    """Redis hashes: <ns>:<params>:exact and :b<band> (key -> run\\x1fid), :doc (id -> hash+signature);
+    a set :run:<run key> per run of the fields it set, so a redone run replaces its entries."""
 
     _BATCH = 5000
 
@@ -264,21 +265,49 @@ class RedisIndex(DedupIndex):
                     out[doc] = (int.from_bytes(blob[:8], "little"), sig)
         return out
 
+    def _forget(self, run_key: str) -> None:
+        """Remove what an earlier attempt of this run wrote (the set <prefix>:run:<run key> lists the
+        fields it set), as the directory index rewrites a run's file: a redone partition's entries
+        are its last attempt's only, never a document that is in no output any more."""
+        owned = f"{self.prefix}:run:{run_key}"
+        members = list(self.client.sscan_iter(owned, count=self._BATCH))
+        for s in range(0, len(members), self._BATCH):
+            pipe = self.client.pipeline(transaction=False)
+            for member in members[s:s + self._BATCH]:
+                name, field = member.split(_SEP.encode(), 1)
+                pipe.hdel(f"{self.prefix}:{name.decode()}", field)
+            pipe.execute()
+            self.renew()
+        self.client.delete(owned)
+
     def add(self, run_key, ids, exact, bands, sig):
+        self._forget(run_key)
+        owned = f"{self.prefix}:run:{run_key}"
         pipe = self.client.pipeline(transaction=False)
+        fields: list[bytes] = []  # "<hash name>\x1f<field>" per HSETNX, in order
+
+        def setnx(name: str, field: bytes, value) -> None:
+            pipe.hsetnx(f"{self.prefix}:{name}", field, value)
+            fields.append(name.encode() + _SEP.encode() + field)
+
+        def flush() -> None:
+            self.renew()  # a large add outlasted the lock's TTL, and another run matched meanwhile
+            won = [f for f, ok in zip(fields, pipe.execute()) if ok]  # set here: this run owns them
+            if won:
+                self.client.sadd(owned, *won)
+            fields.clear()
+
         for i, doc in enumerate(ids):
             owner = f"{run_key}{_SEP}{doc}"
-            pipe.hsetnx(f"{self.prefix}:exact", int(exact[i]).to_bytes(8, "little"), owner)
+            setnx("exact", int(exact[i]).to_bytes(8, "little"), owner)
             if bands is not None:
                 for b in range(bands.shape[1]):
-                    pipe.hsetnx(f"{self.prefix}:b{b}", int(bands[i, b]).to_bytes(8, "little"), owner)
+                    setnx(f"b{b}", int(bands[i, b]).to_bytes(8, "little"), owner)
             blob = int(exact[i]).to_bytes(8, "little") + (sig[i].astype("<u4").tobytes() if sig is not None else b"")
-            pipe.hsetnx(f"{self.prefix}:doc", doc, blob)
+            setnx("doc", str(doc).encode("utf-8"), blob)
             if i % self._BATCH == self._BATCH - 1:
-                self.renew()  # a large add outlasted the lock's TTL, and another run matched meanwhile
-                pipe.execute()
-        self.renew()
-        pipe.execute()
+                flush()
+        flush()
 
     def close(self):
         self.client.close()

@@ -237,3 +237,17 @@ def test_a_large_redis_add_renews_the_lock_between_batches(redis_url, monkeypatc
     finally:
         index.close()
     assert len(renewals) == 4  # after each of the 3 full batches, and before the last
+
+
+@pytest.mark.parametrize("backend", ["directory", "redis"])
+def test_a_redone_partition_replaces_its_entries_in_either_index(tmp_path, backend, request):
+    # Redis kept the first attempt's entries (HSETNX, never removed): a later partition was dropped
+    # against a document no output holds any more, where the directory index kept it.
+    url = str(tmp_path / "index") if backend == "directory" else request.getfixturevalue("redis_url")
+    _, kept, _ = run_partition(tmp_path, "day1", [("a1", A, 1), ("b1", B, 1)], url)
+    assert kept == {"a1", "b1"}
+    shutil.rmtree(tmp_path / "day1")
+    _, kept, _ = run_partition(tmp_path, "day1", [("a1", A, 1)], url)  # redone without b1
+    assert kept == {"a1"}
+    _, kept, rejected = run_partition(tmp_path, "day2", [("a2", A, 2), ("b2", B, 2), ("c2", C, 2)], url)
+    assert kept == {"b2", "c2"} and rejected["a2"]["dup_kept_id"] == "a1"
