@@ -4,7 +4,8 @@ What it stores per kept document: its id, its normalised-text hash, its band key
 signature (to verify a band collision like the in-run clustering does). Two back ends share one
 interface: a directory (local or any fsspec URL; one Parquet file per run, rewritten whole, so a
 rerun of the same partition replaces its own entries) and Redis (hashes shared by many workers;
-``HSETNX`` so the first run to keep a document owns it). Entries a run wrote itself are ignored
+``HSETNX`` so the first run to keep a document owns it; a redone run first removes the fields its
+earlier attempt set, so there too its entries are its last attempt's). Entries a run wrote itself are ignored
 when that run looks up, which keeps a rerun (or a run killed after updating the index) idempotent.
 
 Runs sharing an index take turns: a run holds the index's lock from its first lookup to its last
