@@ -57,15 +57,17 @@ def index_params_key(dcfg: DedupConfig) -> str:
 class DedupIndex(ABC):
     @abstractmethod
     def lookup_exact(self, hashes: np.ndarray, run_key: str) -> np.ndarray:
-        """Per hash, the id of a document another run kept with that text hash, else None."""
+        """Per hash, the entry (``owner``: run key + _SEP + id) of a document another run kept with
+        that text hash, else None. Entries are per run: a URL recrawled in two partitions has one
+        id and two versions, and each is verified against its own signature."""
 
     @abstractmethod
     def lookup_band(self, band: int, keys: np.ndarray, run_key: str) -> np.ndarray:
-        """Per band key, the id of a document another run kept with that key, else None."""
+        """Per band key, the entry of a document another run kept with that key, else None."""
 
     @abstractmethod
-    def records(self, ids: list[str]) -> dict[str, tuple[int, np.ndarray | None]]:
-        """id -> (exact hash, signature or None) for ids found by a lookup."""
+    def records(self, owners: list[str]) -> dict[str, tuple[int, np.ndarray | None]]:
+        """entry -> (exact hash, signature or None) for entries found by a lookup."""
 
     @abstractmethod
     def add(self, run_key: str, ids: np.ndarray, exact: np.ndarray, bands: np.ndarray | None,
@@ -132,7 +134,13 @@ class DirectoryIndex(DedupIndex):
             # leftover made a rerun drop its own documents, or every later run fail on its bytes).
             paths = sorted(p for p in self.fs.glob(self.fs._strip_protocol(self.base) + "/*/*.parquet")
                            if p != mine and not p.rsplit("/", 1)[-1].startswith(".tmp-"))
-            tables = [pq.read_table(io.BytesIO(shards.read_bytes(self.fs, p))) for p in paths]
+            tables = []
+            base = self.fs._strip_protocol(self.base).rstrip("/") + "/"
+            for p in paths:
+                table = pq.read_table(io.BytesIO(shards.read_bytes(self.fs, p)))
+                run = p[len(base):].removesuffix(".parquet")  # <run name>/<partition>, its run key
+                owners = pc.binary_join_element_wise(pa.scalar(run), table.column("id"), _SEP)
+                tables.append(table.append_column("owner", owners))
             # Runs with dedup.near off wrote no band or signature columns: those rows hold nulls there.
             table = pa.concat_tables(tables, promote_options="default") if tables else None
             self._loaded = (run_key, table)
@@ -154,9 +162,9 @@ class DirectoryIndex(DedupIndex):
         at = np.searchsorted(values, keys)
         hit = at < len(values)
         hit[hit] = values[at[hit]] == keys[hit]
-        if "id" not in self._sorted:
-            self._sorted["id"] = np.asarray(table.column("id").to_pylist(), dtype=object)
-        found[hit] = self._sorted["id"][order[at[hit]]]
+        if "owner" not in self._sorted:
+            self._sorted["owner"] = np.asarray(table.column("owner").to_pylist(), dtype=object)
+        found[hit] = self._sorted["owner"][order[at[hit]]]
         return found
 
     def lookup_exact(self, hashes, run_key):
@@ -165,12 +173,12 @@ class DirectoryIndex(DedupIndex):
     def lookup_band(self, band, keys, run_key):
         return self._find(f"band_{band}", keys, run_key)
 
-    def records(self, ids):
+    def records(self, owners):
         table = self._loaded[1] if self._loaded else None
-        if table is None or not ids:
+        if table is None or not owners:
             return {}
-        wanted = pa.array(sorted(set(ids)), pa.string())
-        rows = np.flatnonzero(pc.is_in(table.column("id"), value_set=wanted).to_numpy(zero_copy_only=False))
+        wanted = pa.array(sorted(set(owners)), pa.string())
+        rows = np.flatnonzero(pc.is_in(table.column("owner"), value_set=wanted).to_numpy(zero_copy_only=False))
         found = table.take(pa.array(rows))
         exact = found.column("exact_hash").to_numpy()
         sig = valid = None
@@ -181,8 +189,8 @@ class DirectoryIndex(DedupIndex):
             sig = column.values.to_numpy(zero_copy_only=False)[column.offset * width:][:len(column) * width]
             sig = sig.reshape(len(column), width)
         out = {}
-        for i, doc in enumerate(found.column("id").to_pylist()):
-            out.setdefault(doc, (int(exact[i]), sig[i] if sig is not None and valid[i] else None))
+        for i, owner in enumerate(found.column("owner").to_pylist()):
+            out.setdefault(owner, (int(exact[i]), sig[i] if sig is not None and valid[i] else None))
         return out
 
     def add(self, run_key, ids, exact, bands, sig):
@@ -197,7 +205,7 @@ class DirectoryIndex(DedupIndex):
 
 
 class RedisIndex(DedupIndex):
-    """Redis hashes: <ns>:<params>:exact and :b<band> (key -> run\\x1fid), :doc (id -> hash+signature);
+    """Redis hashes: <ns>:<params>:exact and :b<band> (key -> run\\x1fid), :doc (run\\x1fid -> hash+signature);
     a set :run:<run key> per run of the fields it set, so a redone run replaces its entries."""
 
     _BATCH = 5000
@@ -244,9 +252,9 @@ class RedisIndex(DedupIndex):
         for s in range(0, len(fields), self._BATCH):
             for i, value in enumerate(self.client.hmget(f"{self.prefix}:{name}", fields[s:s + self._BATCH])):
                 if value is not None:
-                    owner, doc = value.decode("utf-8").split(_SEP, 1)
-                    if owner != run_key:
-                        found[s + i] = doc
+                    owner = value.decode("utf-8")
+                    if owner.split(_SEP, 1)[0] != run_key:
+                        found[s + i] = owner
         return found
 
     def lookup_exact(self, hashes, run_key):
@@ -255,15 +263,22 @@ class RedisIndex(DedupIndex):
     def lookup_band(self, band, keys, run_key):
         return self._get(f"b{band}", keys, run_key)
 
-    def records(self, ids):
+    def records(self, owners):
         out = {}
-        ids = list(dict.fromkeys(ids))
-        for s in range(0, len(ids), self._BATCH):
-            chunk = ids[s:s + self._BATCH]
-            for doc, blob in zip(chunk, self.client.hmget(f"{self.prefix}:doc", chunk)):
+        owners = list(dict.fromkeys(owners))
+        for s in range(0, len(owners), self._BATCH):
+            chunk = owners[s:s + self._BATCH]
+            blobs = self.client.hmget(f"{self.prefix}:doc", chunk)
+            # An index written before entries were per run keyed :doc by the bare id.
+            missing = [i for i, blob in enumerate(blobs) if blob is None]
+            if missing:
+                older = self.client.hmget(f"{self.prefix}:doc", [chunk[i].split(_SEP, 1)[-1] for i in missing])
+                for i, blob in zip(missing, older):
+                    blobs[i] = blob
+            for owner, blob in zip(chunk, blobs):
                 if blob is not None:
                     sig = np.frombuffer(blob[8:], dtype="<u4") if len(blob) > 8 else None
-                    out[doc] = (int.from_bytes(blob[:8], "little"), sig)
+                    out[owner] = (int.from_bytes(blob[:8], "little"), sig)
         return out
 
     def _forget(self, run_key: str) -> None:
@@ -305,7 +320,7 @@ class RedisIndex(DedupIndex):
                 for b in range(bands.shape[1]):
                     setnx(f"b{b}", int(bands[i, b]).to_bytes(8, "little"), owner)
             blob = int(exact[i]).to_bytes(8, "little") + (sig[i].astype("<u4").tobytes() if sig is not None else b"")
-            setnx("doc", str(doc).encode("utf-8"), blob)
+            setnx("doc", owner.encode("utf-8"), blob)
             if i % self._BATCH == self._BATCH - 1:
                 flush()
         flush()
@@ -358,9 +373,9 @@ def dedup_against_index(cfg: PipelineConfig, sigs: pa.Table, roots: np.ndarray, 
                 candidates.append((ask[hit], found[hit]))
             near_rows, near_ids = _verified(index, candidates, sig, dcfg.verify_threshold)
             exact_hits = int((match != None).sum())  # noqa: E711
-            for row, doc in zip(near_rows, near_ids):
-                if match[row] is None or doc < match[row]:
-                    match[row] = doc
+            for row, owner in zip(near_rows, near_ids):
+                if match[row] is None or _id_of(owner) < _id_of(match[row]):
+                    match[row] = owner
             external = _per_cluster(roots, match, index)
             dropped = (roots != np.arange(n)) | (external.kept_id[roots] != None)  # noqa: E711
             keep = ~dropped
@@ -393,14 +408,20 @@ def _verified(index: DedupIndex, candidates, sig, threshold: float) -> tuple[np.
 def _per_cluster(roots: np.ndarray, match: np.ndarray, index: DedupIndex):
     from pipeline_lib.dedup.steps import ExternalMatches
 
-    kept_id = np.full(len(roots), None, dtype=object)
+    kept = np.full(len(roots), None, dtype=object)  # per root, the matched entry with the smallest id
     for row in np.flatnonzero(match != None):  # noqa: E711
         root = roots[row]
-        if kept_id[root] is None or match[row] < kept_id[root]:
-            kept_id[root] = match[row]
+        if kept[root] is None or _id_of(match[row]) < _id_of(kept[root]):
+            kept[root] = match[row]
+    kept_id = np.full(len(roots), None, dtype=object)
     kept_exact = np.zeros(len(roots), dtype=np.uint64)
-    matched_roots = np.flatnonzero(kept_id != None)  # noqa: E711
-    records = index.records([kept_id[r] for r in matched_roots])
+    matched_roots = np.flatnonzero(kept != None)  # noqa: E711
+    records = index.records([kept[r] for r in matched_roots])
     for r in matched_roots:
-        kept_exact[r] = records.get(kept_id[r], (0, None))[0]
+        kept_id[r] = _id_of(kept[r])
+        kept_exact[r] = records.get(kept[r], (0, None))[0]
     return ExternalMatches(kept_id=kept_id, kept_exact=kept_exact)
+
+
+def _id_of(owner: str) -> str:
+    return owner.split(_SEP, 1)[1]

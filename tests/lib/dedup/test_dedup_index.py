@@ -251,3 +251,18 @@ def test_a_redone_partition_replaces_its_entries_in_either_index(tmp_path, backe
     assert kept == {"a1"}
     _, kept, rejected = run_partition(tmp_path, "day2", [("a2", A, 2), ("b2", B, 2), ("c2", C, 2)], url)
     assert kept == {"b2", "c2"} and rejected["a2"]["dup_kept_id"] == "a1"
+
+
+@pytest.mark.parametrize("backend", ["directory", "redis"])
+def test_a_recrawled_page_is_matched_against_the_version_each_run_kept(tmp_path, backend, request):
+    # Crawled ids come from the URL: a page recrawled with new content has its old id. Entries were
+    # found by id alone, so a near copy of the new version was verified against the old one's
+    # signature (and kept), and an exact copy of it was labelled a near duplicate.
+    url = str(tmp_path / "index") if backend == "directory" else request.getfixturevalue("redis_url")
+    assert run_partition(tmp_path, "day1", [("page-u", A, 1)], url)[1] == {"page-u"}
+    assert run_partition(tmp_path, "day2", [("page-u", B, 2)], url)[1] == {"page-u"}
+    _, kept, rejected = run_partition(tmp_path, "day3", [("page-v", lightly_edited(B, 1), 3)], url)
+    assert kept == set() and (rejected["page-v"]["reject_reason"], rejected["page-v"]["dup_kept_id"]) == (
+        "near_duplicate", "page-u")
+    _, kept, rejected = run_partition(tmp_path, "day4", [("page-x", B, 4)], url)
+    assert rejected["page-x"]["reject_reason"] == "exact_duplicate"
