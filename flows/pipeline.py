@@ -39,6 +39,7 @@ def pipeline(config_path: str = DEFAULT_CONFIG, partition: str | None = None, da
              run_dir: str | None = None) -> dict:
     """Run every stage in order on one partition and publish the funnel."""
     cfg, ref, run_dir = resolve(config_path, partition, data_root, run_dir)
+    plan.check_source_state(cfg)  # a deployment's run refuses a source with nothing to read, as the CLI does
     params = dict(config_path=config_path, partition=cfg.run.partition, data_root=cfg.run.data_root, run_dir=run_dir)
     try:
         workers.warm_up(cfg)  # worker processes start importing while the first stages run

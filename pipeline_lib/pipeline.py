@@ -192,11 +192,17 @@ def _source_job_list(cfg: PipelineConfig, out: str) -> list:
 
 
 def check_source_state(cfg: PipelineConfig) -> None:
-    """Refuse now (ValueError) a source folder whose ingest state this config contradicts (other
-    records per shard, reader options or input list), before any flow starts: found inside the
-    crawl flow, the one-line error came after two Prefect tracebacks. A new folder needs no check."""
+    """Refuse now, before any flow starts, a source with nothing to read (ConfigError: a crawl
+    without seeds ran every stage on nothing and failed at training) and a source folder whose
+    ingest state this config contradicts (ValueError: other records per shard, reader options or
+    input list; found inside the crawl flow, the one-line error came after two Prefect tracebacks).
+    A new folder needs no state check."""
+    from pipeline_lib.config import ConfigError
     from pipeline_lib.crawl.ingest import _layout_path, prepare
 
+    if "crawl" in cfg.source.kind and not cfg.crawl.seeds:
+        raise ConfigError(f"crawl.seeds is empty: source.kind {cfg.source.kind} needs start URLs (crawl.seeds, "
+                          "'{sample_site}' for the bundled site), or set source.kind to warc or docs")
     out = source_dir(cfg, cfg.run_dir)
     fs = fs_for(cfg, out)
     if cfg.source.kind == "crawl" or not shards.exists(fs, _layout_path(out)):

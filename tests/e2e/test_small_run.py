@@ -233,3 +233,16 @@ def test_a_run_dir_the_config_contradicts_is_refused_in_one_line_before_prefect_
         f"error: {cfg.run_dir}/02_extract was ingested with records_per_shard 10, this run asks for 20; "
         "rerun with 10 or ingest into a new run dir"], proc.stderr
     assert not (tmp_path / "prefect-home").exists() and layout.read_text() == before
+
+
+def test_a_crawl_without_seeds_is_refused_before_any_work(tmp_path):
+    # configs/pipeline.yaml as it stands (kind crawl, no seeds) ran every stage on nothing and
+    # failed at training with Prefect tracebacks, leaving a run dir behind.
+    cfg = tmp_path / "empty.yaml"
+    cfg.write_text(yaml.safe_dump({"run": {"data_root": str(tmp_path / "runs")}}))
+    proc = run_cli(["run", "--config", str(cfg)], tmp_path, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: crawl.seeds is empty: source.kind crawl needs start URLs (crawl.seeds, '{sample_site}' for the "
+        "bundled site), or set source.kind to warc or docs"]
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "prefect-home").exists()
