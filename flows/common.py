@@ -66,12 +66,26 @@ def run_name(prefix: str):
     def name() -> str:
         from prefect.runtime import flow_run
 
-        partition = (flow_run.parameters or {}).get("partition")
+        params = flow_run.parameters or {}
+        partition = params.get("partition")
         if partition == SCHEDULED_DATE:
             partition = scheduled_partition()
+        if not partition:  # not passed (python flows/langid.py --config ...): the one the run will use
+            partition = _partition_of(params)
         return f"{prefix}-{partition or 'default'}"
 
     return name
+
+
+def _partition_of(params: dict) -> str | None:
+    """The partition a flow run with these parameters works on: its run_dir's last part, else the
+    config's run.partition; None when the config cannot be read (the run itself will say why)."""
+    if params.get("run_dir"):
+        return str(params["run_dir"]).rstrip("/").rsplit("/", 1)[-1] or None
+    try:
+        return load_config(params.get("config_path") or DEFAULT_CONFIG, check_files=False).run.partition
+    except Exception:
+        return None
 
 
 def resolve(config_path: str, partition: str | None = None, data_root: str | None = None,
