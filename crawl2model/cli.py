@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _on_signal)  # Prefect puts its own in place while a flow runs
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`inspect --json | head`): stop quietly, as command-line tools do,
+        # with the status a SIGPIPE gives; stdout goes to /dev/null so the exit's flush is silent.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         if argv is None:

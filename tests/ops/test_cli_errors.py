@@ -30,3 +30,28 @@ def test_a_directory_where_a_manifest_should_be_is_one_line(tmp_path, command, c
     assert main([command, str(tmp_path / "00_crawl")]) == 2  # was an IsADirectoryError traceback
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Is a directory" in err and "Traceback" not in err
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    # `crawl2model inspect --json RUN | head` printed "error: [Errno 32] Broken pipe" and exit 2.
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+
+    from pipeline_lib import shards
+    from pipeline_lib.stage import StageResult, write_result
+    from tests.e2e.support import REPO
+
+    table = pa.table({"id": ["a"], "text": ["x"]})
+    write_result(shards.filesystem(str(tmp_path)), str(tmp_path / "03_langid"), "part-00000", "03_langid", 1,
+                 StageResult.keep_all(table), "h", [], 0.0)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "crawl2model.cli", "inspect", "--json", str(tmp_path)],
+                              cwd=REPO, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr
