@@ -31,7 +31,7 @@ def crawl_flow(config_path: str = DEFAULT_CONFIG, partition: str | None = None, 
         print(f"  {kind:<10} {items} {'documents' if kind == 'docs' else 'pages'}, {summary.get('rejected', 0)} "
               f"rejected{done}", file=sys.stderr, flush=True)
         for line in plan.failed_files_lines(summary):  # the log reaches the console and the UI
-            get_run_logger().warning(line.strip())
+            get_run_logger().warning(line.strip().removeprefix("error: "))
     return result
 
 
