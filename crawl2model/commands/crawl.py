@@ -58,6 +58,10 @@ def _print(summary: dict) -> int:
     sys.stdout.write("\n")
     from pipeline_lib.pipeline import failed_files_lines
 
+    no_url = summary.get("counters", {}).get("docs.rows_without_url", 0)
+    if no_url:  # every URL empty is usually a url column under another name
+        print(f"note: {no_url} of {summary.get('docs', 0)} documents have no URL (no value in their url column; "
+              "name it with --url-column)", file=sys.stderr)
     lines = failed_files_lines(summary)
     for line in lines:
         print(line, file=sys.stderr)

@@ -244,6 +244,8 @@ class _DocReader:
             return "rejected", {"id": row_id, "url": url, "status": None, "depth": None,
                                 "fetched_at": fetched_at, "source": "docs", "reject_reason": reason,
                                 "detail": f"column {self.text_column!r}"}
+        if not url:
+            counters["docs.rows_without_url"] += 1  # kept: a URL is useful, not required
         return "kept", {"id": row_id, "url": url, "text": text, "fetched_at": fetched_at, "source": "docs"}
 
     def _reject(self, src: str, reason: str, detail: str, index: int = -1, part: str = "") -> tuple[str, dict]:

@@ -76,6 +76,17 @@ def test_ingest_docs_command(tmp_path, capsys):
     assert _last_json(capsys)["docs"] == 2
 
 
+def test_ingest_docs_says_when_documents_have_no_url(tmp_path, capsys):
+    # A url column under another name gave every document an empty URL, and nothing said so.
+    pq.write_table(pa.table({"text": ["one doc", "two doc"], "link": ["u1", "u2"]}), tmp_path / "in.parquet")
+    assert main(["ingest-docs", str(tmp_path / "in.parquet"), "--out", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["counters"]["docs.rows_without_url"] == 2
+    assert "note: 2 of 2 documents have no URL" in captured.err and "--url-column" in captured.err
+    assert main(["ingest-docs", str(tmp_path / "in.parquet"), "--out", str(tmp_path / "b"), "--url-column", "link"]) == 0
+    assert "no URL" not in capsys.readouterr().err
+
+
 def test_ingest_exits_1_naming_the_count_when_a_whole_input_file_failed(tmp_path, capsys):
     (tmp_path / "good.jsonl").write_text('{"text": "one doc", "url": "u1"}\n')
     out = str(tmp_path / "docs")
