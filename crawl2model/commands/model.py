@@ -100,6 +100,8 @@ def _train(args: argparse.Namespace) -> int:
     from pipeline_lib.model.train import train
 
     run_dir = args.run_dir.rstrip("/")
+    if "://" not in run_dir:  # done.json records the checkpoint's path: absolute, as a pipeline run writes it
+        run_dir = os.path.abspath(run_dir)
     overrides = {"train": {k: v for k, v in (("max_steps", args.max_steps), ("preset", args.preset),
                                              ("device", args.device)) if v is not None}}
     fs = shards.filesystem(run_dir, args.storage_options)

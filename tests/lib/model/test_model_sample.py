@@ -95,14 +95,18 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-def test_train_command_trains_on_a_run_dirs_token_shards(byte_run, tmp_path, capsys):
+def test_train_command_trains_on_a_run_dirs_token_shards(byte_run, tmp_path, capsys, monkeypatch):
     config = tmp_path / "c.yaml"
     # The crawl's input files are not on a GPU machine: training does not need them.
     config.write_text("train:\n  preset: tiny\n  max_steps: 3\n  block_size: 32\n  batch_size: 4\n  device: cpu\n"
                       "urlfilter:\n  blocklist_files: [/only/on/the/cpu/box.txt]\n")
-    assert main(["train", "--run-dir", str(byte_run), "--config", str(config)]) == 0
+    monkeypatch.chdir(byte_run.parent)  # a relative run dir, as typed at a shell
+    assert main(["train", "--run-dir", byte_run.name, "--config", str(config)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["steps"] == 3 and (byte_run / "08_train" / "ckpt.pt").is_file()
+    # done.json names the checkpoint by its absolute path, as a pipeline run does (it was relative)
+    assert result["checkpoint"] == json.loads((byte_run / "08_train" / "done.json").read_text())["result"]["checkpoint"] == str(
+        byte_run / "08_train" / "ckpt.pt")
     assert main(["train", "--run-dir", str(byte_run), "--config", str(config)]) == 0
     assert json.loads(capsys.readouterr().out)["skipped"] is True
 
