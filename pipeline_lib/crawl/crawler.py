@@ -21,6 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 from selectolax.lexbor import LexborHTMLParser as HTMLParser
@@ -145,9 +146,39 @@ class Crawler:
             self.frontier.add(seed, 0)
         self.fetched = int(state["fetched"])
         self.next_shard = int(last.rsplit("-", 1)[1]) + 1
-        if self._deepen(names, state.get("max_depth")):
+        if self._deepen(names, state.get("max_depth")) + self._retry_now_allowed(names):
             done = None  # new pages to fetch: the crawl is not finished
         return done
+
+    def _retry_now_allowed(self, names: list[str]) -> int:
+        """A rerun that allows a private host (--allow-private) the last run refused: those URLs
+        (a localhost seed, typically) were rejected as private_address and stay visited, so the
+        rerun fetched nothing. They are queued again, once: a URL with any later row is left alone."""
+        allowed = {private_host_name(h) for h in self.c.allow_private_hosts}
+        if not allowed:
+            return 0
+        manifests = [(name, shards.load_manifest(self.fs, self.out_dir, name) or {}) for name in names]
+        if not any(m.get("counters", {}).get("rejected.private_address") for _, m in manifests):
+            return 0
+        refused: dict[str, int] = {}  # in shard order: a later row of the same URL settles it
+        for name, manifest in manifests:
+            for which in ("kept", "rejected"):
+                if which not in manifest.get("files", {}):
+                    continue
+                columns = ["url", "depth"] + (["reject_reason"] if which == "rejected" else [])
+                table = shards.read_verified(self.fs, self.out_dir, name, which=which, columns=columns)
+                reasons = table.column("reject_reason").to_pylist() if which == "rejected" else [None] * table.num_rows
+                for url, depth, reason in zip(table.column("url").to_pylist(), table.column("depth").to_pylist(),
+                                              reasons):
+                    if reason == "private_address":
+                        refused[url] = depth or 0
+                    else:
+                        refused.pop(url, None)
+        again = [(url, depth) for url, depth in refused.items()
+                 if (urlsplit(url).hostname or "").lower() in allowed]
+        for url, depth in again:
+            self.frontier.requeue(host_key(url), url, depth)
+        return len(again)
 
     def _deepen(self, names: list[str], old_max_depth: int | None) -> int:
         """A rerun with a larger max_depth: the links of the pages at the old limit were never

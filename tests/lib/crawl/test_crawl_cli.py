@@ -41,6 +41,25 @@ def test_crawl_without_allow_private_refuses_localhost(tmp_path, capsys):
     assert _last_json(capsys)["reasons"] == {"private_address": 1}
 
 
+def test_a_rerun_that_allows_the_refused_host_crawls_it_once(tmp_path, capsys):
+    # The refused seed stayed "seen": the rerun with --allow-private fetched nothing, and the one
+    # after said the crawl was finished.
+    out = str(tmp_path / "pages")
+    with serve_traps() as (site, _second):
+        seed = site.base + "/calendar/2024/1"
+        assert main(["crawl", "--seed", seed, "--out", out, "--quiet"]) == 0
+        assert _last_json(capsys)["reasons"] == {"private_address": 1} and site.paths() == []
+        args = ["crawl", "--seed", seed, "--out", out, "--quiet", "--max-pages", "3", "--max-depth", "2",
+                "--delay", "0", "--allow-private", "127.0.0.1"]
+        assert main(args) == 0
+        summary = _last_json(capsys)
+        assert summary["pages"] == 3 and summary["skipped"] is False
+        fetched = site.paths()
+        assert main(args) == 0  # done: nothing fetched again
+        assert _last_json(capsys)["skipped"] is True and site.paths() == fetched
+    assert shards.verify_stage_dir(shards.filesystem(out), out) == []
+
+
 def test_ingest_warc_command(shared_data, tmp_path, capsys):
     warc = shared_data / "warc" / "resiliparse" / "warcfile.warc.gz"
     if not warc.is_file():
