@@ -229,15 +229,15 @@ def _reader_and_schemas(job: IngestJob) -> tuple[Reader, tuple[pa.Schema, pa.Sch
 
 
 def absolute_input(src: str) -> str:
-    """A local input as an absolute path, symlinks followed as a config's paths are (URLs as given):
-    ``in/x.warc.gz``, ``./in/x.warc.gz`` and the path a config resolves to are one file, with one
-    set of document ids."""
-    return src if "://" in src else os.path.realpath(src)
+    """A local input as an absolute path (URLs as given): ``in/x.warc.gz``, ``./in/x.warc.gz`` and
+    the absolute path a config resolves to are one file, with one set of document ids. Symlinks
+    stay as written (the path recorded is the one the user gave); same_input sees through them."""
+    return src if "://" in src else os.path.abspath(src)
 
 
 def same_input(recorded: str, src: str) -> bool:
-    """Whether a recorded input (a layout or marker written before inputs were made absolute may
-    hold a relative path, taken against the working directory) is this run's ``src``."""
+    """Whether a recorded input is this run's ``src``: the same file however spelled (relative, as
+    a layout or marker written before inputs were made absolute may hold, or through a symlink)."""
     return recorded == src or ("://" not in recorded and "://" not in src
                                and os.path.realpath(recorded) == os.path.realpath(src))
 
