@@ -191,9 +191,9 @@ class _Source:
         with f:
             head = f.read(4096)
             f.seek(0)
-            self.is_arc = _starts_like_arc(head)
             opening = _opening(head)
             start = (opening or b"").lstrip()
+            self.is_arc = start.startswith(b"filedesc://")  # ARC files open with a version block
             if opening is not None and start and not any(start.startswith(m) or m.startswith(start)
                                                          for m in (b"WARC/", b"filedesc://")):
                 # A text file or a page, not a WARC: warcio would read its lines as ARC headers and
@@ -508,16 +508,6 @@ def _opening(head: bytes) -> bytes | None:
     except Exception:
         return None
     return head[:256]
-
-
-def _starts_like_arc(head: bytes) -> bool:
-    """ARC files (plain or gzipped) open with a ``filedesc://`` version block."""
-    if head[:3] == GZIP_MAGIC:
-        try:
-            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(head, 64)
-        except zlib.error:
-            return False
-    return head.lstrip()[:11] == b"filedesc://"
 
 
 def http_head(block: bytes) -> tuple[str | None, list[tuple[str, str]], int]:
