@@ -274,7 +274,7 @@ class PiiConfig(_Model):
     operators: dict[str, Literal["placeholder", "fake", "hash", "mask"]] = Field(
         default_factory=dict, description="Per-entity operator overrides, e.g. {IP_ADDRESS: fake}.")
     placeholders: dict[str, str] = Field(default_factory=dict, description="Override the <TAG> of an entity.")
-    hash_salt: str | None = Field(None, description="Salt (>= 16 chars) for the hash operator; None = random per value.")
+    hash_salt: str | None = Field(None, description="Salt (>= 16 chars), required by the hash operator: the same value hashes the same in every run and rerun.")
     mask_char: str = Field("*", min_length=1, max_length=1, description="Character the mask operator writes over a value.")
     keep_private_ips: bool = Field(True, description="Like FineWeb: only public IP addresses are replaced.")
     score_threshold: float = Field(0.4, ge=0, le=1, description="Minimum presidio score of a span.")
@@ -291,6 +291,15 @@ class PiiConfig(_Model):
         if v is not None and len(v.encode()) < 16:
             raise ValueError("hash_salt must be at least 16 bytes (presidio's minimum)")
         return v
+
+    @model_validator(mode="after")
+    def _hash_needs_a_salt(self) -> "PiiConfig":
+        # Without one presidio salts each value at random: a shard redone after a kill came out
+        # with other hashes than the uninterrupted run, and one value hashed differently twice.
+        if self.hash_salt is None and "hash" in (self.operator, *self.operators.values()):
+            raise ValueError("the hash operator needs pii.hash_salt (>= 16 chars, kept secret): without one, "
+                             "every run and rerun would hash the same value differently")
+        return self
 
 
 class TokenizerTrainConfig(_Model):
