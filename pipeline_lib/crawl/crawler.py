@@ -146,15 +146,17 @@ class Crawler:
             self.frontier.add(seed, 0)
         self.fetched = int(state["fetched"])
         self.next_shard = int(last.rsplit("-", 1)[1]) + 1
-        if self._deepen(names, state.get("max_depth")) + self._retry_now_allowed(names):
+        if self._deepen(names, state.get("max_depth")) + self._retry_now_allowed(names, state):
             done = None  # new pages to fetch: the crawl is not finished
         return done
 
-    def _retry_now_allowed(self, names: list[str]) -> int:
-        """A rerun that allows a private host (--allow-private) the last run refused: those URLs
-        (a localhost seed, typically) were rejected as private_address and stay visited, so the
-        rerun fetched nothing. They are queued again, once: a URL with any later row is left alone."""
+    def _retry_now_allowed(self, names: list[str], state: dict) -> int:
+        """A rerun that allows a private host (--allow-private) the last run did not: the URLs of
+        that host it refused as private_address (a localhost seed, typically) stay visited, so the
+        rerun fetched nothing. They are queued again, once: only for hosts newly allowed (the state
+        records the allowed hosts), and not a URL with a later row or one already queued."""
         allowed = {private_host_name(h) for h in self.c.allow_private_hosts}
+        allowed -= set(state.get("allow_private_hosts", []))  # a state from before this knew none
         if not allowed:
             return 0
         manifests = [(name, shards.load_manifest(self.fs, self.out_dir, name) or {}) for name in names]
@@ -174,8 +176,9 @@ class Crawler:
                         refused[url] = depth or 0
                     else:
                         refused.pop(url, None)
+        queued = {url for queue in self.frontier.queues.values() for url, _ in queue}
         again = [(url, depth) for url, depth in refused.items()
-                 if (urlsplit(url).hostname or "").lower() in allowed]
+                 if (urlsplit(url).hostname or "").lower() in allowed and url not in queued]
         for url, depth in again:
             self.frontier.requeue(host_key(url), url, depth)
         return len(again)
@@ -200,6 +203,7 @@ class Crawler:
     def _write_state(self, name: str, inflight: list[tuple[str, int]]) -> None:
         state = {"shard": name, "fetched": self.fetched - len(inflight), "config_hash": self.config_hash,
                  "max_depth": self.c.max_depth,
+                 "allow_private_hosts": sorted({private_host_name(h) for h in self.c.allow_private_hosts}),
                  "frontier": self.frontier.to_state(inflight), "seed_redirect_hosts": self.scope.extra_hosts()}
         shards.write_bytes_atomic(self.fs, self._state_path(name + ".json"), json.dumps(state).encode())
 

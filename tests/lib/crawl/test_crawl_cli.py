@@ -121,3 +121,28 @@ def test_ingest_exits_1_naming_the_count_when_a_whole_input_file_failed(tmp_path
     assert main(["ingest-docs", str(tmp_path / "good.jsonl"), str(tmp_path / "missing.jsonl"), "--out", out]) == 0
     again = _last_json(capsys)
     assert again["docs"] == 2 and again["files_skipped"] == 1 and again["files_failed"] == 0  # only the fixed file read
+
+
+def test_refused_urls_are_retried_once_and_never_twice(tmp_path, capsys):
+    # Two seeds refused, then allowed with a budget of one page: the other seed waits in the
+    # saved queue. Requeued again by the next rerun, it was fetched twice (two kept rows, one id).
+    out = str(tmp_path / "pages")
+    with serve_traps() as (site, _second):
+        base = ["crawl", "--seed", site.base + "/calendar/2024/1", "--seed", site.base + "/latin1", "--out", out,
+                "--quiet", "--delay", "0", "--max-depth", "0"]
+        assert main(base) == 0
+        allow = base + ["--allow-private", "127.0.0.1"]
+        assert main(allow + ["--max-pages", "1"]) == 0
+        assert main(allow + ["--max-pages", "5"]) == 0
+        pages = [p for p in site.paths() if p != "/robots.txt"]
+    assert sorted(pages) == ["/calendar/2024/1", "/latin1"]
+    # A redirect onto a private address that stays refused is not fetched again by every rerun:
+    # only a host newly allowed is retried, once.
+    escape = str(tmp_path / "escape")
+    with serve_traps() as (site, _second):
+        args = ["crawl", "--seed", site.base + "/escape", "--out", escape, "--quiet", "--delay", "0",
+                "--allow-private", "127.0.0.1"]
+        for _ in range(3):
+            assert main(args) == 0
+        assert [p for p in site.paths() if p != "/robots.txt"] == ["/escape"]
+    capsys.readouterr()
