@@ -42,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, _on_signal)
         signal.signal(signal.SIGTERM, _on_signal)  # Prefect puts its own in place while a flow runs
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is answered below
+        return rc
     except BrokenPipeError:
+        if not _stdout_gone():
+            raise  # another pipe (a worker's): an error like any other, said below
         # The reader went away (`inspect --json | head`): stop quietly, as command-line tools do,
         # with the status a SIGPIPE gives; stdout goes to /dev/null so the exit's flush is silent.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -72,6 +76,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
 
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True  # no usable stdout at all: nothing to say anything on
 
 
 def _exit_now(code: int) -> None:

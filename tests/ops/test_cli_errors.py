@@ -50,8 +50,9 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is gone before anything is written
     try:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as in a shell
         proc = subprocess.run([sys.executable, "-m", "crawl2model.cli", "inspect", "--json", str(tmp_path)],
-                              cwd=REPO, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+                              cwd=REPO, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
     finally:
         os.close(write_end)
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr
