@@ -81,7 +81,9 @@ def _partition_of(params: dict) -> str | None:
     """The partition a flow run with these parameters works on: its run_dir's last part, else the
     config's run.partition; None when the config cannot be read (the run itself will say why)."""
     if params.get("run_dir"):
-        return str(params["run_dir"]).rstrip("/").rsplit("/", 1)[-1] or None
+        run_dir = str(params["run_dir"])
+        run_dir = run_dir if "://" in run_dir else os.path.abspath(run_dir)  # "." names its folder
+        return run_dir.rstrip("/").rsplit("/", 1)[-1] or None
     try:
         return load_config(params.get("config_path") or DEFAULT_CONFIG, check_files=False).run.partition
     except Exception:

@@ -296,7 +296,7 @@ class PiiConfig(_Model):
     def _hash_needs_a_salt(self) -> "PiiConfig":
         # Without one presidio salts each value at random: a shard redone after a kill came out
         # with other hashes than the uninterrupted run, and one value hashed differently twice.
-        if self.hash_salt is None and "hash" in (self.operator, *self.operators.values()):
+        if self.enabled and self.hash_salt is None and "hash" in (self.operator, *self.operators.values()):
             raise ValueError("the hash operator needs pii.hash_salt (>= 16 chars, kept secret): without one, "
                              "every run and rerun would hash the same value differently")
         return self

@@ -200,7 +200,9 @@ def check_source_state(cfg: PipelineConfig) -> None:
     from pipeline_lib.config import ConfigError
     from pipeline_lib.crawl.ingest import _layout_path, prepare
 
-    if "crawl" in cfg.source.kind and not cfg.crawl.seeds:
+    # crawl+warc with WARC files and no seeds is a WARC ingest numbered beside a crawl: allowed.
+    if not cfg.crawl.seeds and (cfg.source.kind == "crawl" or (cfg.source.kind == "crawl+warc"
+                                                               and not cfg.source.warc_paths)):
         raise ConfigError(f"crawl.seeds is empty: source.kind {cfg.source.kind} needs start URLs (crawl.seeds, "
                           "'{sample_site}' for the bundled site), or set source.kind to warc or docs")
     out = source_dir(cfg, cfg.run_dir)

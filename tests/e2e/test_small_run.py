@@ -246,3 +246,11 @@ def test_a_crawl_without_seeds_is_refused_before_any_work(tmp_path):
         "error: crawl.seeds is empty: source.kind crawl needs start URLs (crawl.seeds, '{sample_site}' for the "
         "bundled site), or set source.kind to warc or docs"]
     assert not (tmp_path / "runs").exists() and not (tmp_path / "prefect-home").exists()
+    # WARC files numbered beside a crawl, no seeds: a WARC ingest, as it always was.
+    from pipeline_lib import pipeline
+    from pipeline_lib.config import parse_config
+
+    warc = tmp_path / "a.warc"
+    warc.write_bytes(b"WARC/1.0\r\nWARC-Type: warcinfo\r\nContent-Length: 0\r\n\r\n\r\n\r\n")
+    pipeline.check_source_state(parse_config({"run": {"data_root": str(tmp_path / "runs")},
+                                              "source": {"kind": "crawl+warc", "warc_paths": [str(warc)]}}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import prefect.runtime.flow_run as runtime_flow_run
 
@@ -27,6 +28,7 @@ def test_a_flow_run_without_a_partition_parameter_is_named_by_the_partition_it_w
     config.write_text("run:\n  partition: p9\n")
     for params, name in (({"config_path": str(config), "partition": None}, "extract-p9"),
                          ({"config_path": str(config), "run_dir": "/data/x/2026-01-02/"}, "extract-2026-01-02"),
+                         ({"config_path": str(config), "run_dir": "."}, f"extract-{Path.cwd().name}"),
                          ({"config_path": str(tmp_path / "missing.yaml")}, "extract-default")):
         monkeypatch.setitem(runtime_flow_run.FIELDS, "parameters", lambda params=params: params)
         assert run_name("extract")() == name

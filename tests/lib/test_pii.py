@@ -130,6 +130,7 @@ def test_the_hash_operator_needs_a_salt(pii):
     with pytest.raises(ConfigError, match="the hash operator needs pii.hash_salt"):
         parse_config({"pii": pii})
     parse_config({"pii": {**pii, "hash_salt": "a-salt-of-16-bytes!"}})
+    parse_config({"pii": {**pii, "enabled": False}})  # a run dir recorded so still loads (training needs no PII)
 
 
 def test_mask_operator_and_per_entity_overrides():
