@@ -206,7 +206,7 @@ class DirectoryIndex(DedupIndex):
 
 class RedisIndex(DedupIndex):
     """Redis hashes: <ns>:<params>:exact and :b<band> (key -> run\\x1fid), :doc (run\\x1fid -> hash+signature);
-    a set :run:<run key> per run of the fields it set, so a redone run replaces its entries."""
+    a set :run:<run key> per run of the fields it tried to set, so a redone run replaces its entries."""
 
     _BATCH = 5000
 
@@ -281,26 +281,42 @@ class RedisIndex(DedupIndex):
                     out[owner] = (int.from_bytes(blob[:8], "little"), sig)
         return out
 
+    # Delete each listed field only while this run still owns it (its value, or for :doc its field,
+    # starts with "<run key>\x1f"), and drop it from the run's set in the same step: a forget cut
+    # short and retried never deletes what another run set meanwhile.
+    _FORGET = r"""
+    for i = 3, #ARGV do
+      local m = ARGV[i]
+      local sep = string.find(m, "\31", 1, true)
+      local name, field = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
+      local key = ARGV[1] .. ":" .. name
+      local owned = string.sub(field, 1, #ARGV[2]) == ARGV[2]
+      if not owned then
+        local v = redis.call("HGET", key, field)
+        owned = v and string.sub(v, 1, #ARGV[2]) == ARGV[2]
+      end
+      if owned then redis.call("HDEL", key, field) end
+      redis.call("SREM", KEYS[1], m)
+    end
+    return 0
+    """
+
     def _forget(self, run_key: str) -> None:
         """Remove what an earlier attempt of this run wrote (the set <prefix>:run:<run key> lists the
-        fields it set), as the directory index rewrites a run's file: a redone partition's entries
-        are its last attempt's only, never a document that is in no output any more."""
+        fields it tried to set), as the directory index rewrites a run's file: a redone partition's
+        entries are its last attempt's only, never a document that is in no output any more."""
         owned = f"{self.prefix}:run:{run_key}"
+        forget = self.client.register_script(self._FORGET)
         members = list(self.client.sscan_iter(owned, count=self._BATCH))
         for s in range(0, len(members), self._BATCH):
-            pipe = self.client.pipeline(transaction=False)
-            for member in members[s:s + self._BATCH]:
-                name, field = member.split(_SEP.encode(), 1)
-                pipe.hdel(f"{self.prefix}:{name.decode()}", field)
-            pipe.execute()
+            forget(keys=[owned], args=[self.prefix, f"{run_key}{_SEP}", *members[s:s + self._BATCH]])
             self.renew()
-        self.client.delete(owned)
 
     def add(self, run_key, ids, exact, bands, sig):
         self._forget(run_key)
         owned = f"{self.prefix}:run:{run_key}"
         pipe = self.client.pipeline(transaction=False)
-        fields: list[bytes] = []  # "<hash name>\x1f<field>" per HSETNX, in order
+        fields: list[bytes] = []  # "<hash name>\x1f<field>" per HSETNX of the batch
 
         def setnx(name: str, field: bytes, value) -> None:
             pipe.hsetnx(f"{self.prefix}:{name}", field, value)
@@ -308,9 +324,11 @@ class RedisIndex(DedupIndex):
 
         def flush() -> None:
             self.renew()  # a large add outlasted the lock's TTL, and another run matched meanwhile
-            won = [f for f, ok in zip(fields, pipe.execute()) if ok]  # set here: this run owns them
-            if won:
-                self.client.sadd(owned, *won)
+            if fields:
+                # Listed before they are set: a crash between the two leaves a field listed that this
+                # run may not own (_forget checks), never one it owns unlisted.
+                self.client.sadd(owned, *fields)
+            pipe.execute()
             fields.clear()
 
         for i, doc in enumerate(ids):

@@ -266,3 +266,25 @@ def test_a_recrawled_page_is_matched_against_the_version_each_run_kept(tmp_path,
         "near_duplicate", "page-u")
     _, kept, rejected = run_partition(tmp_path, "day4", [("page-x", B, 4)], url)
     assert rejected["page-x"]["reject_reason"] == "exact_duplicate"
+
+
+def test_a_redis_redo_removes_only_what_the_run_still_owns(redis_url):
+    # A forget cut short left fields listed as A's after they were freed; B then took one, and A's
+    # next redo deleted B's entry: later partitions kept duplicates of B's document.
+    import numpy as np
+    import redis
+
+    index = open_index(index_config("day1", redis_url))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        exact_key = f"{index.prefix}:exact"
+        index.add("r/A", np.array(["a1", "a2"], dtype=object), np.array([1, 2], dtype=np.uint64), None, None)
+        client.hdel(exact_key, (1).to_bytes(8, "little"))  # freed, still listed as A's
+        index.add("r/B", np.array(["b1"], dtype=object), np.array([1], dtype=np.uint64), None, None)
+        index.add("r/A", np.array(["a2"], dtype=object), np.array([2], dtype=np.uint64), None, None)  # A redone
+        owners = client.hmget(exact_key, [(1).to_bytes(8, "little"), (2).to_bytes(8, "little")])
+        assert [o.decode().replace("\x1f", " ") for o in owners] == ["r/B b1", "r/A a2"]
+        assert index.lookup_exact(np.array([1], dtype=np.uint64), "r/C")[0] == "r/B\x1fb1"
+    finally:
+        index.close()
+        client.close()
