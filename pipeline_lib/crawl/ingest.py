@@ -230,8 +230,9 @@ def _reader_and_schemas(job: IngestJob) -> tuple[Reader, tuple[pa.Schema, pa.Sch
 
 def absolute_input(src: str) -> str:
     """A local input as an absolute path (URLs as given): ``in/x.warc.gz``, ``./in/x.warc.gz`` and
-    the absolute path a config resolves to are one file, with one set of document ids. Symlinks
-    stay as written (the path recorded is the one the user gave); same_input sees through them."""
+    ``/abs/in/x.warc.gz`` are one file, with one set of document ids. Symlinks stay as written (the
+    path recorded is the one the user gave; a config's relative paths are resolved through them,
+    so a symlinked spelling gives other ids), and same_input sees through them."""
     return src if "://" in src else os.path.abspath(src)
 
 
