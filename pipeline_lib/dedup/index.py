@@ -290,8 +290,8 @@ class RedisIndex(DedupIndex):
       local sep = string.find(m, "\31", 1, true)
       local name, field = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
       local key = ARGV[1] .. ":" .. name
-      local owned = string.sub(field, 1, #ARGV[2]) == ARGV[2]
-      if not owned then
+      local owned = name == "doc" and string.sub(field, 1, #ARGV[2]) == ARGV[2]
+      if name ~= "doc" then
         local v = redis.call("HGET", key, field)
         owned = v and string.sub(v, 1, #ARGV[2]) == ARGV[2]
       end
