@@ -77,7 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-
 def _stdout_gone() -> bool:
     """Whether stdout is a pipe whose reader has closed it (poll reports an error on it)."""
     import select

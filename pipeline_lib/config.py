@@ -418,14 +418,14 @@ class PipelineConfig(_Model):
                 ("source", "warc_paths"), ("source", "docs_paths"), ("dedup", "index_url"),
                 ("tokenize", "tokenizer_dir")]
 
-    def _templated(self, section: str, key: str, p: str) -> str:
+    def _templated(self, section: str, p: str) -> str:
         """A source path with ``{partition}`` filled in: one config backfills many partitions, each
         from its own files (``s3://corpus/{partition}/docs.jsonl.gz`` -> ``s3://corpus/2026-11-27/docs.jsonl.gz``)."""
         return p.replace("{partition}", self.run.partition) if section == "source" else p
 
     def source_paths(self, key: str) -> list[str]:
         """``source.warc_paths`` or ``source.docs_paths``, partition filled in, resolved."""
-        return [self.resolve_path(self._templated("source", key, p)) for p in getattr(self.source, key)]
+        return [self.resolve_path(self._templated("source", p)) for p in getattr(self.source, key)]
 
     def missing_files(self) -> list[str]:
         """Local input files and folders the config names (and will use) that do not exist, as 'key: path' lines."""
@@ -439,7 +439,7 @@ class PipelineConfig(_Model):
                 continue
             value = getattr(getattr(self, section), key)
             if isinstance(value, list):
-                named += [(f"{section}.{key}[{i}]", self._templated(section, key, p)) for i, p in enumerate(value)]
+                named += [(f"{section}.{key}[{i}]", self._templated(section, p)) for i, p in enumerate(value)]
             elif value:
                 named.append((f"{section}.{key}", value))
         missing = []
@@ -457,7 +457,7 @@ class PipelineConfig(_Model):
             part = getattr(cfg, section)
             value = getattr(part, key)
             if isinstance(value, list):  # a run dir records the files it read: the partition filled in
-                setattr(part, key, [self.resolve_path(self._templated(section, key, p)) for p in value])
+                setattr(part, key, [self.resolve_path(self._templated(section, p)) for p in value])
             elif value and not value.startswith("redis://"):
                 setattr(part, key, self.resolve_path(value))
         cfg.run.data_root = self.run_dir[: -len(f"/{self.run.name}/{self.run.partition}")] or "/"

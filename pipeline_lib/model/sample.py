@@ -10,7 +10,6 @@ name, or a trained vocabulary embedded whole), so ``ckpt.pt`` alone is enough to
 from __future__ import annotations
 
 import functools
-
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -140,7 +139,6 @@ def _why(e: BaseException) -> str:
     """One line for an error message: torch's unpickling errors run to a page of advice."""
     first = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
     return f"{type(e).__name__}: {first[:200]}" if first else type(e).__name__
-
 
 
 def load_checkpoint(path: str, device: str = "auto", fs=None) -> tuple[GPT, Any, dict[str, Any]]:
